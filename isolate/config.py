@@ -1,0 +1,144 @@
+"""Where isolate keeps its state, and the settings read from the home's TOML file and the environment.
+
+Precedence, highest first: command-line ``--home``; environment variables (``ISOLATE_HOME``,
+``ISOLATE_DATABASE_URL``, ``ISOLATE_MAX_SPEC_BYTES``, ...); ``<home>/isolate.toml``; defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from isolate.errors import ConfigError, UsageError
+from isolate.units import parse_size
+
+CONFIG_NAME = "isolate.toml"
+DEFAULT_ROOT_HOME = Path("/var/lib/isolate")
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunable settings; each has an ``ISOLATE_<NAME>`` environment variable and a TOML key."""
+
+    database_url: str | None = None
+    max_spec_bytes: int = 4 * MIB
+    max_bundle_bytes: int = 32 * MIB
+    paused_at_creation: bool = False
+
+
+_SIZE_KEYS = {"max_spec_bytes", "max_bundle_bytes"}
+_BOOL_KEYS = {"paused_at_creation"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A resolved configuration: a home directory and its settings."""
+
+    home: Path
+    settings: Settings
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / CONFIG_NAME
+
+    @property
+    def database_url(self) -> str:
+        if self.settings.database_url:
+            return self.settings.database_url
+        return f"sqlite:///{self.home / 'isolate.db'}"
+
+    @property
+    def is_default_sqlite(self) -> bool:
+        return not self.settings.database_url
+
+    @property
+    def envs_dir(self) -> Path:
+        return self.home / "envs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.home / "tmp"
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$ISOLATE_HOME``, else ``/var/lib/isolate`` for root, else ``$XDG_DATA_HOME/isolate``."""
+    env = os.environ if environ is None else environ
+    if env.get("ISOLATE_HOME"):
+        return Path(env["ISOLATE_HOME"])
+    if os.geteuid() == 0:
+        return DEFAULT_ROOT_HOME
+    data = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "isolate"
+
+
+def load_config(home: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Resolve the home and read its settings. A missing config file means defaults."""
+    env = os.environ if environ is None else environ
+    home_path = Path(home) if home else default_home(env)
+    home_path = Path(os.path.abspath(home_path))  # noqa: PTH100 - keep symlinks as the admin wrote them
+    settings = Settings()
+    config_file = home_path / CONFIG_NAME
+    if config_file.is_file():
+        settings = _apply(settings, _read_toml(config_file), source=str(config_file))
+    overrides = {
+        f.name: env[f"ISOLATE_{f.name.upper()}"]
+        for f in fields(Settings)
+        if env.get(f"ISOLATE_{f.name.upper()}")
+    }
+    settings = _apply(settings, overrides, source="environment")
+    return Config(home=home_path, settings=settings)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _apply(settings: Settings, values: Mapping[str, Any], source: str) -> Settings:
+    known = {f.name for f in fields(Settings)}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
+        try:
+            changes[key] = _coerce(key, value)
+        except UsageError as exc:
+            raise ConfigError(f"{source}: {key}: {exc}") from None
+    return replace(settings, **changes)
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key in _SIZE_KEYS:
+        size = parse_size(value)
+        if size <= 0:
+            raise UsageError("must be positive")
+        return size
+    if key in _BOOL_KEYS:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise UsageError(f"expected true or false, got {value!r}")
+    if not isinstance(value, str):
+        raise UsageError(f"expected a string, got {type(value).__name__}")
+    return value
