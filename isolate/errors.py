@@ -42,13 +42,15 @@ class ValidationError(IsolateError):
     exit_code = 4
     shown = 5
 
-    def __init__(self, problems: list[str] | str) -> None:
+    def __init__(self, problems: list[str] | str, *, subject: str | None = None) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         if not self.problems:
             raise ValueError("ValidationError needs at least one problem")
+        self.subject = subject
         head = "; ".join(self.problems[: self.shown])
         more = len(self.problems) - self.shown
-        super().__init__(head + (f" (and {more} more)" if more > 0 else ""))
+        prefix = f"{subject}: " if subject else ""
+        super().__init__(prefix + head + (f" (and {more} more)" if more > 0 else ""))
 
 
 class FormatVersionError(ValidationError):

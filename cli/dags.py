@@ -1,0 +1,232 @@
+"""``isolate dags ...``: list, show, history, diff, pause and unpause pushed DAGs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from cli.options import home_option, json_option
+from cli.output import print_json, print_table, short_hash, timestamp
+from isolate.catalog import diff_versions, stored_version
+from isolate.config import load_config
+from isolate.diff import SpecDiff
+from isolate.home import open_store
+from isolate.model import TaskSpec
+from isolate.push import current_user
+from isolate.store import Store, VersionRecord
+
+
+def _store(home: str | None) -> Store:
+    return open_store(load_config(home))
+
+
+@click.group()
+def dags() -> None:
+    """Inspect and control pushed DAGs."""
+
+
+@dags.command("list")
+@home_option
+@json_option
+def list_(home: str | None, as_json: bool) -> None:
+    """List every DAG with its latest version.
+
+    \b
+    Example:
+      isolate dags list --json
+    """
+    with _store(home) as store:
+        summaries = store.list_dags()
+    if as_json:
+        print_json(
+            [
+                {
+                    "dag_id": s.dag_id,
+                    "paused": s.is_paused,
+                    "latest_version": s.latest_version,
+                    "spec_hash": s.spec_hash,
+                    "pushed_by": s.pushed_by,
+                    "pushed_at": s.pushed_at,
+                }
+                for s in summaries
+            ]
+        )
+        return
+    print_table(
+        ["DAG_ID", "VERSION", "PAUSED", "PUSHED_BY", "PUSHED_AT"],
+        [[s.dag_id, s.latest_version, s.is_paused, s.pushed_by, s.pushed_at] for s in summaries],
+    )
+
+
+def _version_json(record: VersionRecord) -> dict[str, Any]:
+    return {
+        "dag_id": record.dag_id,
+        "version": record.version,
+        "spec_hash": record.spec_hash,
+        "bundle_hash": record.bundle_hash,
+        "lock_hash": record.lock_hash,
+        "pushed_by": record.pushed_by,
+        "pushed_at": record.pushed_at,
+        "message": record.message,
+    }
+
+
+def _target(task: TaskSpec) -> str:
+    if task.kind == "python":
+        return str(task.callable)
+    return task.command if isinstance(task.command, str) else json.dumps(list(task.command or ()))
+
+
+@dags.command()
+@click.argument("dag_id")
+@click.option("--version", "version", type=int, metavar="N", help="A version (default: latest).")
+@home_option
+@json_option
+def show(dag_id: str, version: int | None, home: str | None, as_json: bool) -> None:
+    """Show one version of a DAG: its settings, environment and tasks.
+
+    \b
+    Example:
+      isolate dags show etl --version 3
+    """
+    with _store(home) as store:
+        found = stored_version(store, dag_id, version)
+        paused = store.get_dag(dag_id).is_paused
+    record, spec = found.record, found.spec
+    if as_json:
+        print_json({**_version_json(record), "paused": paused, "spec": spec.to_document()})
+        return
+    retry = spec.defaults.retry
+    fields = [
+        ("dag", f"{spec.dag_id} v{record.version}" + ("  (paused)" if paused else "")),
+        ("spec", record.spec_hash),
+        ("pushed", f"{timestamp(record.pushed_at)} by {record.pushed_by}"),
+        ("message", record.message or "-"),
+        ("file", spec.fileloc or "-"),
+        ("schedule", f"{spec.schedule or 'none'} ({spec.timezone})"),
+        ("start/end", f"{spec.start_date or '-'} / {spec.end_date or '-'}"),
+        ("runs", f"catchup={'yes' if spec.catchup else 'no'} max_active_runs={spec.max_active_runs}"),
+        ("retries", f"{retry.retries} every {retry.retry_delay}s"
+         + (" (exponential)" if retry.retry_exponential_backoff else "")),
+        ("tags", ", ".join(spec.tags) or "-"),
+        ("lockfile", f"{spec.environment.lockfile} {spec.environment.lock_hash}"),
+        ("bundle", spec.bundle_hash),
+    ]
+    for name, value in fields:
+        click.echo(f"{name + ':':<11}{value}")
+    click.echo()
+    print_table(
+        ["TASK_ID", "KIND", "UPSTREAM", "TRIGGER_RULE", "RETRIES", "RUNS"],
+        [
+            [
+                t.task_id,
+                t.kind,
+                ",".join(t.upstream) or "-",
+                t.trigger_rule,
+                t.effective_retry(spec.defaults).retries,
+                _target(t),
+            ]
+            for t in spec.tasks
+        ],
+    )
+
+
+@dags.command()
+@click.argument("dag_id")
+@home_option
+@json_option
+def history(dag_id: str, home: str | None, as_json: bool) -> None:
+    """List every version of a DAG, oldest first: who pushed what, when and why.
+
+    \b
+    Example:
+      isolate dags history etl
+    """
+    with _store(home) as store:
+        store.get_dag(dag_id)
+        versions = store.list_versions(dag_id)
+    if as_json:
+        print_json([_version_json(v) for v in versions])
+        return
+    print_table(
+        ["VERSION", "PUSHED_AT", "PUSHED_BY", "SPEC_HASH", "MESSAGE"],
+        [[v.version, v.pushed_at, v.pushed_by, short_hash(v.spec_hash), v.message] for v in versions],
+    )
+
+
+@dags.command()
+@click.argument("dag_id")
+@click.argument("old", type=int)
+@click.argument("new", type=int)
+@home_option
+@json_option
+def diff(dag_id: str, old: int, new: int, home: str | None, as_json: bool) -> None:
+    """Show what changed from version OLD to version NEW of a DAG.
+
+    \b
+    Example:
+      isolate dags diff etl 3 4
+    """
+    with _store(home) as store:
+        changes = diff_versions(store, dag_id, old, new)
+    if as_json:
+        print_json({"old": old, "new": new, **changes.to_json()})
+        return
+    _print_diff(changes, old, new)
+
+
+def _print_diff(changes: SpecDiff, old: int, new: int) -> None:
+    click.echo(f"{changes.dag_id}: v{old} -> v{new}")
+    if changes.empty:
+        click.echo("no changes")
+        return
+    for name, (a, b) in changes.dag_fields.items():
+        click.echo(f"  changed  {name}: {_show(a)} -> {_show(b)}")
+    for task_id in changes.tasks_added:
+        click.echo(f"  + task   {task_id}")
+    for task_id in changes.tasks_removed:
+        click.echo(f"  - task   {task_id}")
+    for task_id, fields in changes.tasks_changed.items():
+        for name, (a, b) in fields.items():
+            click.echo(f"  ~ task   {task_id}: {name}: {_show(a)} -> {_show(b)}")
+    for up, down in changes.edges_added:
+        click.echo(f"  + edge   {up} >> {down}")
+    for up, down in changes.edges_removed:
+        click.echo(f"  - edge   {up} >> {down}")
+    if changes.environment:
+        a, b = changes.environment
+        click.echo(f"  ~ env    lock {short_hash(a)} -> {short_hash(b)}")
+    if changes.bundle:
+        a, b = changes.bundle
+        click.echo(f"  ~ bundle {short_hash(a)} -> {short_hash(b)}")
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _pause_command(paused: bool) -> click.Command:
+    verb = "pause" if paused else "unpause"
+
+    @click.command(verb)
+    @click.argument("dag_id")
+    @home_option
+    def command(dag_id: str, home: str | None) -> None:
+        with _store(home) as store:
+            changed = store.set_paused(dag_id, paused, actor=current_user())
+        state = "paused" if paused else "unpaused"
+        click.echo(f"{dag_id} {state}" if changed else f"{dag_id} was already {state}")
+
+    command.help = (
+        f"{verb.capitalize()} a DAG: "
+        + ("no new runs are created for it" if paused else "runs are created again")
+        + f".\n\n\b\nExample:\n  isolate dags {verb} etl"
+    )
+    return command
+
+
+dags.add_command(_pause_command(True))
+dags.add_command(_pause_command(False))

@@ -1,0 +1,319 @@
+"""The serialized DAG format: parsing, upgrading, normalizing, canonical JSON and hashing.
+
+``load_document`` is the only way from bytes to a :class:`~isolate.model.DagSpec`, and it
+raises only :class:`~isolate.errors.ValidationError` whatever the input. ``canonical_json``
+is the one serialization: sorted keys, no insignificant whitespace, every optional field
+present, tasks sorted by id. The same DAG gives the same bytes and hash anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC
+from typing import Any
+
+from isolate.config import Settings
+from isolate.errors import FormatVersionError, UsageError, ValidationError
+from isolate.model import (
+    Callbacks,
+    DagSpec,
+    Defaults,
+    Environment,
+    Limits,
+    RetryOverrides,
+    RetryPolicy,
+    TaskSpec,
+)
+from isolate.units import parse_size
+from isolate.validate import meaning_problems, parse_datetime, structure_problems
+
+FORMAT_VERSION = 1
+MAX_DEPTH = 64
+
+Upgrader = Callable[[dict[str, Any]], dict[str, Any]]
+# UPGRADERS[n] turns a format-n document into a format-(n+1) one. Format 1 is the first
+# published format, so the chain is empty; the next format adds its step here.
+UPGRADERS: Mapping[int, Upgrader] = {}
+
+_TOP_DEFAULTS: dict[str, Any] = {
+    "description": None,
+    "fileloc": None,
+    "schedule": None,
+    "timezone": "UTC",
+    "start_date": None,
+    "end_date": None,
+    "catchup": False,
+    "max_active_runs": 16,
+    "params": {},
+    "tags": [],
+    "defaults": {},
+}
+_RETRY_DEFAULTS = RetryPolicy()
+_SECONDS = ("retry_delay", "max_retry_delay", "execution_timeout")
+_CALLBACKS = ("on_failure", "on_success", "on_retry")
+_LIMITS = ("memory", "processes", "cpu_time", "open_files")
+
+
+def load_document(
+    data: bytes | str,
+    *,
+    max_bytes: int = Settings.max_spec_bytes,
+    upgraders: Mapping[int, Upgrader] = UPGRADERS,
+) -> DagSpec:
+    """Parse, upgrade and validate a document. Raises only :class:`ValidationError`."""
+    return load_object(parse(data, max_bytes=max_bytes), upgraders=upgraders)
+
+
+def load_object(obj: Any, *, upgraders: Mapping[int, Upgrader] = UPGRADERS) -> DagSpec:
+    """Validate an already-parsed document (e.g. one built by the SDK)."""
+    try:
+        _check_values(obj)
+        doc = upgrade(obj, upgraders=upgraders)
+        problems = structure_problems(doc)
+        if problems:
+            raise ValidationError(problems, subject=_subject(doc))
+        doc, problems = _normalize(doc)
+        problems += meaning_problems(doc)
+        if problems:
+            raise ValidationError(problems, subject=_subject(doc))
+        return _build(doc)
+    except RecursionError:
+        raise ValidationError(f"document nested deeper than {MAX_DEPTH} levels") from None
+
+
+def parse(data: bytes | str, *, max_bytes: int) -> Any:
+    """JSON text to Python values, refusing what JSON alone would let through."""
+    if isinstance(data, str):
+        size = len(data.encode("utf-8", "surrogatepass"))
+    elif isinstance(data, bytes | bytearray):
+        size = len(data)
+    else:
+        raise ValidationError(f"document must be bytes or text, not {type(data).__name__}")
+    if size > max_bytes:
+        raise ValidationError(
+            f"document is {size} bytes, over the cap of {max_bytes} (setting max_spec_bytes)"
+        )
+    try:
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"document is not UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise ValidationError(f"document nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError and int-digit limits are both ValueErrors
+        raise ValidationError(f"document is not valid JSON: {exc}") from None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValidationError(f"duplicate key {key!r} in a JSON object")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValidationError(f"{name} is not allowed: JSON numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValidationError(f"number {text[:40]} is too large")
+    return value
+
+
+def _check_values(obj: Any) -> None:
+    """Depth cap and valid Unicode everywhere, iteratively (no recursion on hostile input)."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValidationError(f"document nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise ValidationError(f"object key {key!r} is not a string")
+                _check_text(key)
+                stack.append((item, depth + 1))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, depth + 1) for item in value)
+        elif value is not None and not isinstance(value, bool | int | float):
+            raise ValidationError(f"value of type {type(value).__name__} is not JSON")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError("NaN and infinite numbers are not allowed")
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"string {text[:40]!r} is not valid Unicode") from None
+
+
+def upgrade(doc: Any, *, upgraders: Mapping[int, Upgrader] = UPGRADERS) -> Any:
+    """Bring a document of an older format version up to :data:`FORMAT_VERSION`."""
+    if not isinstance(doc, dict):
+        return doc  # the schema check names the problem
+    version = doc.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValidationError(
+            f"format_version: expected an integer format version, got {version!r}"
+            if "format_version" in doc
+            else "missing required field 'format_version'"
+        )
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"format_version: document uses format {version}, this isolate reads up to "
+            f"{FORMAT_VERSION}: upgrade isolate to load it"
+        )
+    oldest = min(upgraders, default=FORMAT_VERSION)
+    if version < oldest:
+        raise ValidationError(f"format_version: unknown format {version} (oldest readable: {oldest})")
+    while version < FORMAT_VERSION:
+        doc = upgraders[version](dict(doc))
+        version += 1
+        if doc.get("format_version") != version:
+            raise ValidationError(f"format_version: upgrade to {version} produced a wrong version")
+    return doc
+
+
+def _normalize(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Fill defaults and put every field into its one canonical spelling."""
+    problems: list[str] = []
+    doc = {**_TOP_DEFAULTS, **raw}
+    doc["tags"] = sorted(set(doc["tags"]))
+    for name in ("start_date", "end_date"):
+        if doc[name] is not None:
+            parsed, _ = parse_datetime(doc[name])
+            if parsed is not None:
+                doc[name] = parsed.astimezone(UTC).isoformat()
+    defaults = {
+        **{name: getattr(_RETRY_DEFAULTS, name) for name in RetryPolicy.__dataclass_fields__},
+        **raw.get("defaults", {}),
+    }
+    defaults["retries"] = int(defaults["retries"])
+    for name in _SECONDS:
+        defaults[name] = _number(defaults[name])
+    defaults["callbacks"] = {name: defaults.get("callbacks", {}).get(name) for name in _CALLBACKS}
+    doc["defaults"] = defaults
+    doc["max_active_runs"] = int(doc["max_active_runs"])
+    tasks = []
+    for task in raw["tasks"]:
+        tasks.append(_normalize_task(task, problems))
+    doc["tasks"] = sorted(tasks, key=lambda t: t["task_id"])
+    return doc, problems
+
+
+def _normalize_task(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    task: dict[str, Any] = {
+        "task_id": raw["task_id"],
+        "kind": raw["kind"],
+        "doc": raw.get("doc"),
+        "upstream": sorted(set(raw.get("upstream", []))),
+        "trigger_rule": raw.get("trigger_rule", "all_success"),
+        "env": dict(raw.get("env", {})),
+    }
+    limits = {name: raw.get("limits", {}).get(name) for name in _LIMITS}
+    for name in _LIMITS:
+        if limits[name] is not None:
+            try:
+                limits[name] = parse_size(limits[name]) if name == "memory" else int(limits[name])
+            except UsageError as exc:
+                problems.append(f"tasks[{task['task_id']}].limits.{name}: {exc}")
+            if limits[name] == 0:
+                problems.append(f"tasks[{task['task_id']}].limits.{name}: must be at least 1")
+    task["limits"] = limits
+    retry = {name: raw.get("retry", {}).get(name) for name in RetryOverrides.__dataclass_fields__}
+    if retry["retries"] is not None:
+        retry["retries"] = int(retry["retries"])
+    for name in _SECONDS:
+        retry[name] = _number(retry[name])
+    task["retry"] = retry
+    task["callbacks"] = {name: raw.get("callbacks", {}).get(name) for name in _CALLBACKS}
+    if task["kind"] == "python":
+        task["callable"] = raw["callable"]
+        task["args"] = list(raw.get("args", []))
+        task["kwargs"] = dict(raw.get("kwargs", {}))
+    else:
+        task["command"] = raw["command"]
+    return task
+
+
+def _number(value: Any) -> Any:
+    """Seconds as an int when whole, so ``300`` and ``300.0`` hash the same."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _subject(doc: Any) -> str | None:
+    dag_id = doc.get("dag_id") if isinstance(doc, dict) else None
+    return f"dag {dag_id[:250]}" if isinstance(dag_id, str) and dag_id else None
+
+
+def _build(doc: dict[str, Any]) -> DagSpec:
+    defaults = doc["defaults"]
+    return DagSpec(
+        format_version=doc["format_version"],
+        dag_id=doc["dag_id"],
+        description=doc["description"],
+        fileloc=doc["fileloc"],
+        schedule=doc["schedule"],
+        timezone=doc["timezone"],
+        start_date=doc["start_date"],
+        end_date=doc["end_date"],
+        catchup=doc["catchup"],
+        max_active_runs=doc["max_active_runs"],
+        params=doc["params"],
+        tags=tuple(doc["tags"]),
+        defaults=Defaults(
+            retry=RetryPolicy(**{k: v for k, v in defaults.items() if k != "callbacks"}),
+            callbacks=Callbacks(**defaults["callbacks"]),
+        ),
+        tasks=tuple(_build_task(t) for t in doc["tasks"]),
+        environment=Environment(**doc["environment"]),
+        bundle_hash=doc["bundle"]["hash"],
+    )
+
+
+def _build_task(task: dict[str, Any]) -> TaskSpec:
+    command = task.get("command")
+    return TaskSpec(
+        task_id=task["task_id"],
+        kind=task["kind"],
+        doc=task["doc"],
+        upstream=tuple(task["upstream"]),
+        trigger_rule=task["trigger_rule"],
+        env=task["env"],
+        limits=Limits(**task["limits"]),
+        retry=RetryOverrides(**task["retry"]),
+        callbacks=Callbacks(**task["callbacks"]),
+        callable=task.get("callable"),
+        args=tuple(task.get("args", ())),
+        kwargs=task.get("kwargs"),
+        command=tuple(command) if isinstance(command, list) else command,
+    )
+
+
+def canonical_json(spec: DagSpec) -> str:
+    """The one serialization of a DAG version (UTF-8 text, sorted keys, compact)."""
+    return json.dumps(
+        spec.to_document(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def spec_hash(spec: DagSpec) -> str:
+    """``sha256:<hex>`` of :func:`canonical_json`: the version's identity."""
+    return "sha256:" + hashlib.sha256(canonical_json(spec).encode("utf-8")).hexdigest()

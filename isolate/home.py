@@ -1,0 +1,132 @@
+"""Creating an isolate home: its directories with their permissions, config file and database.
+
+Layout (modes are the point: tenants traverse the home but never write into it)::
+
+    <home>/            0711  the admin's
+      isolate.toml     0600  settings (may hold a database password)
+      isolate.db       0600  the default SQLite store (and its -wal/-shm files)
+      envs/            0755  read-only virtualenvs, shared by versions with the same lock
+      logs/            0711  per-tenant task logs below
+      run/             0755  the scheduler's socket
+      tmp/             0700  scratch space on the same filesystem (atomic renames)
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from contextlib import contextmanager
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from isolate.config import CONFIG_NAME, Config
+from isolate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from isolate.store import Store
+
+DIRECTORIES = {"envs": 0o755, "logs": 0o711, "run": 0o755, "tmp": 0o700}
+HOME_MODE = 0o711
+
+_TEMPLATE = """\
+# isolate settings. Environment variables ISOLATE_<NAME> override each key.
+{database_line}
+# Largest serialized DAG document and code bundle accepted by `isolate push`.
+# max_spec_bytes = "4M"
+# max_bundle_bytes = "32M"
+# Whether a DAG pushed for the first time starts paused.
+# paused_at_creation = false
+"""
+
+
+@dataclass(frozen=True)
+class InitReport:
+    home: Path
+    created: bool
+    config_written: bool
+
+
+def init_home(config: Config, *, database_url: str | None = None) -> InitReport:
+    """Create (or complete) the home's directories and config file. Idempotent.
+
+    The database schema is created separately (``isolate.store.migrate.upgrade``) so that a
+    caller can report each step.
+    """
+    home = config.home
+    created = not home.exists()
+    _make_dir(home, HOME_MODE)
+    for name, mode in DIRECTORIES.items():
+        _make_dir(home / name, mode)
+    config_file = home / CONFIG_NAME
+    written = False
+    if not config_file.exists():
+        line = f'database_url = "{database_url}"' if database_url else (
+            '# database_url = "postgresql+psycopg://isolate@127.0.0.1/isolate"  (default: SQLite)'
+        )
+        _write_private(config_file, _TEMPLATE.format(database_line=line))
+        written = True
+    elif database_url:
+        raise ConfigError(
+            f"{config_file} exists: edit database_url there instead of passing --database-url"
+        )
+    return InitReport(home=home, created=created, config_written=written)
+
+
+def _make_dir(path: Path, mode: int) -> None:
+    try:
+        path.mkdir(mode=mode, exist_ok=True)
+        info = path.lstat()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create directory: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{path}: exists and is not a directory")
+    if info.st_uid != os.geteuid():
+        raise ConfigError(f"{path}: owned by uid {info.st_uid}, not by the user running isolate init")
+    os.chmod(path, mode)  # mkdir's mode is filtered by the umask; set it exactly
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+@contextmanager
+def private_umask() -> Iterator[None]:
+    """Files created inside (a SQLite database and its journals) are readable by the owner only."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def require_home(config: Config) -> None:
+    """Refuse to run against a home that ``isolate init`` never created (default SQLite only)."""
+    if config.is_default_sqlite and not (config.home / "isolate.db").exists():
+        raise ConfigError(f"no isolate home at {config.home}: run `isolate init --home {config.home}`")
+
+
+def upgrade_database(config: Config) -> tuple[str | None, str]:
+    """Migrate the home's database to the newest schema; returns (revision before, after)."""
+    from isolate.store import migrate  # noqa: PLC0415 - Alembic is only needed here
+    from isolate.store.engine import make_engine  # noqa: PLC0415
+
+    with private_umask():
+        engine = make_engine(config.database_url)
+        try:
+            before = migrate.current_revision(engine)
+            migrate.upgrade(engine)
+        finally:
+            engine.dispose()
+    return before, migrate.head_revision()
+
+
+def open_store(config: Config) -> Store:
+    """The home's store, refusing a home never initialized or a schema not at head."""
+    from isolate.store import Store  # noqa: PLC0415 - SQLAlchemy only when a store is needed
+
+    require_home(config)
+    return Store.open(config.database_url)

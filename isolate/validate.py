@@ -1,0 +1,300 @@
+"""Validation of DAG documents: structure against the shipped JSON Schema, then meaning.
+
+Every problem is a located, one-line string such as ``tasks[load].retry.retries: expected
+integer, got string``. The schema is the single source of truth for structure; the checks
+here cover what a schema cannot say (duplicates, unknown upstreams, cycles, cron, dates,
+XCom references, template syntax).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jsonschema
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+from isolate.model import XCOM_REF_KEY, is_xcom_ref
+from isolate.schedules import schedule_problem
+
+ID_RULE = "1-250 characters of A-Z a-z 0-9 _ . - (and not '.' or '..')"
+RESERVED_ENV_PREFIX = "ISOLATE_"
+
+_FORBIDDEN_BY_KIND = {"python": ("command",), "command": ("callable", "args", "kwargs")}
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The JSON Schema of the current format, as shipped in ``isolate/schema/``."""
+    text = resources.files("isolate").joinpath("schema/dag-v1.schema.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema())
+
+
+@cache
+def _jinja() -> SandboxedEnvironment:
+    return SandboxedEnvironment()
+
+
+def where(path: Sequence[Any], doc: Any) -> str:
+    """``tasks[load].kwargs.x`` for the JSON path ``["tasks", 3, "kwargs", "x"]``."""
+    out = ""
+    node = doc
+    for part in path:
+        if isinstance(part, int):
+            label: str = str(part)
+            if isinstance(node, list) and 0 <= part < len(node):
+                item = node[part]
+                if isinstance(item, dict) and isinstance(item.get("task_id"), str):
+                    label = item["task_id"]
+                node = item
+            else:
+                node = None
+            out += f"[{label}]"
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "document"
+
+
+def structure_problems(doc: Any) -> list[str]:
+    """Problems of ``doc`` against the JSON Schema, located and deduplicated."""
+    problems: list[str] = []
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    for error in errors:
+        for message in _describe(error):
+            line = f"{where(list(error.absolute_path), doc)}: {message}"
+            if line not in problems:
+                problems.append(line)
+    return problems
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(error: jsonschema.ValidationError) -> Iterator[str]:
+    kind, value, instance, sub = error.validator, error.validator_value, error.instance, error.schema
+    if kind == "type":
+        expected = " or ".join(value) if isinstance(value, list) else str(value)
+        yield f"expected {expected}, got {_json_type(instance)}"
+    elif kind == "required":
+        for name in value:
+            if isinstance(instance, dict) and name not in instance:
+                yield f"missing required field {name!r}"
+    elif kind == "additionalProperties" and isinstance(sub, dict) and "properties" in sub:
+        for name in sorted(set(instance) - set(sub["properties"])):
+            yield f"unknown field {name!r}"
+    elif kind == "additionalProperties":
+        yield f"expected {_json_type(value) if value is not True else 'any'} values"
+    elif kind == "not" and isinstance(instance, dict):
+        forbidden = _FORBIDDEN_BY_KIND.get(str(instance.get("kind")), ())
+        present = [name for name in forbidden if name in instance]
+        yield f"field(s) {', '.join(map(repr, present))} not allowed on a {instance.get('kind')} task"
+    elif kind == "const":
+        yield f"must be {value!r}, got {_short(instance)}"
+    elif kind == "enum":
+        yield f"{_short(instance)} is not one of: {', '.join(map(str, value))}"
+    elif kind == "pattern":
+        yield _pattern_message(str(value), instance)
+    elif kind == "propertyNames":
+        yield from (f"invalid key: {m}" for c in error.context or () for m in _describe(c))
+    elif kind in ("anyOf", "oneOf"):
+        yield _any_of_message(error)
+    else:
+        yield error.message
+
+
+def _pattern_message(pattern: str, instance: Any) -> str:
+    defs = schema()["$defs"]
+    if pattern == defs["id"]["pattern"]:
+        return f"invalid id {_short(instance)}: use {ID_RULE}"
+    if pattern == defs["callable"]["pattern"]:
+        return f"invalid callable {_short(instance)}: expected 'module.path:attribute'"
+    if pattern == defs["sha256"]["pattern"]:
+        return f"invalid hash {_short(instance)}: expected 'sha256:' and 64 lowercase hex digits"
+    if "A-Za-z_" in pattern:
+        return f"{_short(instance)} is not a valid identifier"
+    if "0000" in pattern or "\x00" in pattern:
+        return f"invalid relative path {_short(instance)}"
+    if "kKmMgG" in pattern:
+        return f"invalid size {_short(instance)}: expected bytes or a string like '2G'"
+    return f"{_short(instance)} does not match {pattern}"
+
+
+def _any_of_message(error: jsonschema.ValidationError) -> str:
+    context = list(error.context or ())
+    # The instance has the type one branch wants: that branch's complaint is the useful one.
+    specific = [c for c in context if c.validator != "type"]
+    if specific:
+        return next(iter(_describe(specific[0])), specific[0].message)
+    expected: list[str] = []
+    for c in context:
+        types = c.validator_value if isinstance(c.validator_value, list) else [c.validator_value]
+        expected.extend(str(t) for t in types if str(t) not in expected)
+    return f"expected {' or '.join(expected)}, got {_json_type(error.instance)}"
+
+
+def meaning_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Checks beyond structure, on a schema-valid, normalized document."""
+    problems: list[str] = []
+    problems += _dag_level(doc)
+    tasks: list[Mapping[str, Any]] = list(doc["tasks"])
+    seen: set[str] = set()
+    for task in tasks:
+        if task["task_id"] in seen:
+            problems.append(f"tasks: duplicate task id {task['task_id']!r}")
+        seen.add(task["task_id"])
+    for task in tasks:
+        problems += _task_level(task, seen)
+    if not any("unknown upstream" in p or "depends on itself" in p for p in problems):
+        cycle = find_cycle({t["task_id"]: list(t["upstream"]) for t in tasks})
+        if cycle:
+            problems.append(f"tasks: dependency cycle {' -> '.join(cycle)}")
+    return problems
+
+
+def _dag_level(doc: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    schedule = doc["schedule"]
+    if schedule is not None and (why := schedule_problem(schedule)):
+        problems.append(f"schedule: {why}")
+    try:
+        ZoneInfo(doc["timezone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"timezone: unknown time zone {_short(doc['timezone'])}")
+    dates: dict[str, datetime] = {}
+    for name in ("start_date", "end_date"):
+        if doc[name] is not None:
+            parsed, why = parse_datetime(doc[name])
+            if why:
+                problems.append(f"{name}: {why}")
+            elif parsed is not None:
+                dates[name] = parsed
+    if schedule is not None and doc["start_date"] is None:
+        problems.append("start_date: required when a schedule is set")
+    if "start_date" in dates and "end_date" in dates and dates["end_date"] < dates["start_date"]:
+        problems.append("end_date: before start_date")
+    env = doc["environment"]
+    actual = lock_digest(env["lock"])
+    if env["lock_hash"] != actual:
+        problems.append(f"environment.lock_hash: does not match the lock's content ({actual})")
+    return problems
+
+
+def lock_digest(lock: str) -> str:
+    """``sha256:<hex>`` of a lockfile's UTF-8 bytes (its blob's address in the store)."""
+    return "sha256:" + hashlib.sha256(lock.encode("utf-8")).hexdigest()
+
+
+def parse_datetime(text: str) -> tuple[datetime | None, str | None]:
+    """An aware datetime from ISO 8601 text, or the reason it is not one."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None, f"invalid date-time {_short(text)}: expected ISO 8601 like 2024-01-31T00:00:00+00:00"
+    if value.tzinfo is None or value.utcoffset() is None:
+        return None, f"date-time {_short(text)} has no UTC offset: add one, e.g. +00:00"
+    return value, None
+
+
+def _task_level(task: Mapping[str, Any], known: set[str]) -> list[str]:
+    at = f"tasks[{task['task_id']}]"
+    problems: list[str] = []
+    for up in task["upstream"]:
+        if up == task["task_id"]:
+            problems.append(f"{at}.upstream: task depends on itself")
+        elif up not in known:
+            problems.append(f"{at}.upstream: unknown upstream task {up!r}")
+    for name in task["env"]:
+        if name.startswith(RESERVED_ENV_PREFIX):
+            problems.append(f"{at}.env.{name}: names starting with {RESERVED_ENV_PREFIX} are reserved")
+    upstream = set(task["upstream"])
+    for path, value in _strings_and_refs(task):
+        if is_xcom_ref(value):
+            ref = value[XCOM_REF_KEY]
+            if not isinstance(ref, str) or ref not in upstream:
+                problems.append(f"{at}.{path}: XCom reference to {_short(ref)}, which is not upstream")
+        elif any(marker in value for marker in _TEMPLATE_MARKERS):
+            try:
+                _jinja().parse(value)
+            except TemplateSyntaxError as exc:
+                problems.append(f"{at}.{path}: template syntax error: {exc.message} (line {exc.lineno})")
+    return problems
+
+
+def _strings_and_refs(task: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Every templated string (and XCom reference) of a task, with its location."""
+    roots: list[tuple[str, Any]] = [("env", task["env"])]
+    if task["kind"] == "python":
+        roots += [("args", task["args"]), ("kwargs", task["kwargs"])]
+    else:
+        roots.append(("command", task["command"]))
+    stack = list(reversed(roots))
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str) or is_xcom_ref(value):
+            yield path, value
+        elif isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+
+
+def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A dependency cycle as ``[a, b, ..., a]`` (following upstream edges), or ``None``.
+
+    Iterative depth-first search, so a 10,000-task chain does not hit the recursion limit.
+    Edges to unknown nodes are ignored (they are reported separately).
+    """
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
+    for root in sorted(graph):
+        if root in state:
+            continue
+        path: list[str] = [root]
+        state[root] = 1
+        iters = [iter(sorted(graph[root]))]
+        while iters:
+            node = next(iters[-1], None)
+            if node is None:
+                state[path.pop()] = 2
+                iters.pop()
+            elif node in graph and state.get(node) == 1:
+                cycle = path[path.index(node) :] + [node]
+                return list(reversed(cycle))
+            elif node in graph and node not in state:
+                state[node] = 1
+                path.append(node)
+                iters.append(iter(sorted(graph[node])))
+    return None
+
