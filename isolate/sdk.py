@@ -420,7 +420,7 @@ def _callbacks(args: Mapping[str, Any], where: str) -> dict[str, str | None]:
     return out
 
 
-def _iso_datetime(value: dt.datetime | str | None, timezone: str, where: str) -> str | None:
+def _iso_datetime(value: Any, timezone: str, where: str) -> str | None:
     """ISO text; a naive datetime is read in the DAG's time zone, as Airflow does."""
     if value is None or isinstance(value, str):
         return value
