@@ -422,7 +422,9 @@ def _callbacks(args: Mapping[str, Any], where: str) -> dict[str, str | None]:
 
 def _iso_datetime(value: Any, timezone: str, where: str) -> str | None:
     """ISO text; a naive datetime is read in the DAG's time zone, as Airflow does."""
-    if value is None or isinstance(value, str):
+    if value is None:
+        return None
+    if isinstance(value, str):
         return value
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         value = dt.datetime(value.year, value.month, value.day)
