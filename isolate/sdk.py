@@ -430,9 +430,10 @@ def _iso_datetime(value: Any, timezone: str, where: str) -> str | None:
         value = dt.datetime(value.year, value.month, value.day)
     if not isinstance(value, dt.datetime):
         raise DagDefinitionError(f"{where}: expected a datetime, got {value!r}")
-    if value.tzinfo is None:
+    moment: dt.datetime = value
+    if moment.tzinfo is None:
         try:
-            value = value.replace(tzinfo=ZoneInfo(timezone))
+            moment = moment.replace(tzinfo=ZoneInfo(timezone))
         except (ValueError, KeyError, OSError):
             raise DagDefinitionError(f"{where}: unknown time zone {timezone!r}") from None
-    return value.isoformat()
+    return moment.isoformat()
