@@ -29,6 +29,10 @@ from isolate.errors import DagDefinitionError
 
 __all__ = ["DAG", "CommandTask", "PythonTask", "XComArg", "task"]
 
+# The files of the ``isolate`` package that a task's import path gets, so that DAG modules
+# import there: this module, its one dependency and the package's SDK-only __init__.
+RUNTIME_FILES = ("__init__.py", "errors.py", "sdk.py")
+
 XCOM_REF_KEY = "$xcom"  # the same key as isolate.model.XCOM_REF_KEY (kept stdlib-only here)
 
 _RETRY_KEYS = (

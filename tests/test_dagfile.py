@@ -1,0 +1,182 @@
+"""Loading DAG folders in the author's process: discovery, errors, determinism, hygiene."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from isolate.config import Settings
+from isolate.dagfile import load_folder, module_name
+from isolate.errors import BundleError, DagDefinitionError, UsageError, ValidationError
+from tests.conftest import ETL_DAG
+
+HELPER_DAG = """
+    from isolate import DAG, PythonTask
+    from helpers.jobs import transform
+
+    with DAG("with_helpers") as dag:
+        PythonTask("t", callable=transform)
+        PythonTask("u", callable="helpers.jobs:transform")
+"""
+HELPER = """
+    def transform():
+        return "done"
+"""
+
+
+def test_loads_every_dag_with_its_bundle_and_lock(make_folder) -> None:
+    folder = make_folder(
+        {"etl.py": ETL_DAG, "more.py": HELPER_DAG, "helpers/__init__.py": "", "helpers/jobs.py": HELPER},
+        lock="six==1.16.0 --hash=sha256:" + "a" * 64 + "\n",
+    )
+    snap = load_folder(folder)
+    assert [d.spec.dag_id for d in snap.dags] == ["etl", "with_helpers"]
+    etl, helpers = snap.dags
+    assert etl.spec.fileloc == "etl.py" and helpers.spec.fileloc == "more.py"
+    assert etl.spec.bundle_hash == snap.bundle.hash
+    assert etl.lock.startswith(b"six==1.16.0")
+    assert etl.spec.environment.lockfile == "requirements.txt"
+    assert [t.callable for t in helpers.spec.tasks] == ["helpers.jobs:transform"] * 2
+    assert json.loads(etl.canonical)["tasks"][1]["args"] == [{"$xcom": "extract"}]
+    assert "helpers/jobs.py" in snap.bundle.files
+
+
+def test_a_single_file_loads_only_its_dags_but_bundles_the_folder(make_folder) -> None:
+    folder = make_folder({"etl.py": ETL_DAG, "other.py": ETL_DAG.replace('"etl"', '"other"')})
+    snap = load_folder(folder / "etl.py")
+    assert [d.spec.dag_id for d in snap.dags] == ["etl"]
+    assert "other.py" in snap.bundle.files
+
+
+def _hash_in_subprocess(folder: Path, seed: str) -> str:
+    code = (
+        "import sys, json\n"
+        "from isolate.dagfile import load_folder\n"
+        "s = load_folder(sys.argv[1])\n"
+        "print(json.dumps([[d.spec_hash, d.canonical] for d in s.dags] + [s.bundle.hash]))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        check=True,
+    )
+    return out.stdout
+
+
+def test_same_dag_gives_identical_bytes_across_processes_and_paths(make_folder, tmp_path) -> None:
+    first = make_folder({"etl.py": ETL_DAG, "more.py": HELPER_DAG, "helpers/jobs.py": HELPER})
+    second = tmp_path / "elsewhere" / "deeper" / "copy"
+    shutil.copytree(first, second)
+    os.utime(second / "etl.py", (1, 1))
+    os.chmod(second / "more.py", 0o600)
+    a = _hash_in_subprocess(first, "1")
+    b = _hash_in_subprocess(second, "2")
+    assert a == b
+    assert str(tmp_path) not in a  # no author-machine path leaks into a spec
+
+
+def test_a_changed_helper_changes_the_bundle_and_every_spec(make_folder) -> None:
+    folder = make_folder({"etl.py": ETL_DAG, "helpers/jobs.py": HELPER})
+    before = load_folder(folder).dags[0].spec_hash
+    (folder / "helpers" / "jobs.py").write_text("X = 1\n")
+    assert load_folder(folder).dags[0].spec_hash != before
+
+
+@pytest.mark.parametrize(
+    ("files", "error", "message"),
+    [
+        ({"notes.py": "x = 1\n"}, UsageError, "no DAG files found"),
+        ({"empty.py": "# isolate DAG file with no DAG\n"}, UsageError, "define no DAG"),
+        (
+            {"bad.py": "from isolate import DAG\n\nimport not_a_module_anywhere\n"},
+            DagDefinitionError,
+            "bad.py (bad.py:3): ModuleNotFoundError",
+        ),
+        (
+            {"quits.py": "from isolate import DAG\nimport sys\nsys.exit(3)\n"},
+            DagDefinitionError,
+            "SystemExit: 3",
+        ),
+        (
+            {"a.py": "from isolate import DAG\nDAG('same')\n", "b.py": "from isolate import DAG\nDAG('same')\n"},
+            DagDefinitionError,
+            "DAG id 'same' is defined twice: in a.py and b.py",
+        ),
+        ({"json.py": "from isolate import DAG\nDAG('x')\n"}, DagDefinitionError, "shadows an installed module"),
+        ({"my-dag.py": "from isolate import DAG\nDAG('x')\n"}, DagDefinitionError, "not an importable module"),
+        (
+            {"dup.py": "from isolate import DAG, PythonTask\nwith DAG('d'):\n"
+             "    PythonTask('a', callable='m:f')\n    PythonTask('a', callable='m:f')\n"},
+            DagDefinitionError,
+            "dup.py (dup.py:4): DAG d: task id 'a' is used twice",
+        ),
+        (
+            {"cyc.py": "from isolate import DAG, PythonTask\nwith DAG('cyc'):\n"
+             "    a = PythonTask('a', callable='m:f')\n    b = PythonTask('b', callable='m:f')\n"
+             "    a >> b >> a\n"},
+            ValidationError,
+            "dag cyc: tasks: dependency cycle",
+        ),
+        (
+            {"timing.py": "from isolate import DAG\nDAG('s', schedule='every day')\n"},
+            ValidationError,
+            "schedule: invalid cron expression 'every day'",
+        ),
+    ],
+)
+def test_bad_folders_fail_with_a_located_message(make_folder, files, error, message) -> None:
+    folder = make_folder(files)
+    modules, path = set(sys.modules), list(sys.path)
+    with pytest.raises(error) as info:
+        load_folder(folder)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+    assert set(sys.modules) - modules == set()  # the author's modules are forgotten
+    assert sys.path == path
+
+
+def test_lockfile_problems(make_folder) -> None:
+    with pytest.raises(DagDefinitionError, match="lockfile 'requirements.txt' is not in the folder"):
+        load_folder(make_folder({"etl.py": ETL_DAG}, lock=None))
+    folder = make_folder({"etl.py": ETL_DAG}, lock=None)
+    (folder / "requirements.txt").write_bytes(b"\xff\xfe")
+    with pytest.raises(DagDefinitionError, match="is not UTF-8"):
+        load_folder(folder)
+    custom = make_folder(
+        {"etl.py": ETL_DAG.replace('DAG("etl",', 'DAG("etl", lockfile="locks/etl.txt",'), "locks/etl.txt": "x"},
+        lock=None,
+    )
+    assert load_folder(custom).dags[0].spec.environment.lock == "x"
+
+
+def test_caps_are_settings(make_folder) -> None:
+    folder = make_folder({"etl.py": ETL_DAG})
+    with pytest.raises(ValidationError, match="over the cap of 100 .setting max_spec_bytes"):
+        load_folder(folder, settings=Settings(max_spec_bytes=100))
+    with pytest.raises(BundleError, match="max_bundle_bytes"):
+        load_folder(folder, settings=Settings(max_bundle_bytes=600))
+
+
+def test_missing_path_and_non_python_file(tmp_path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        load_folder(tmp_path / "absent")
+    (tmp_path / "x.txt").write_text("")
+    with pytest.raises(UsageError, match="must be a .py file"):
+        load_folder(tmp_path / "x.txt")
+
+
+def test_module_names() -> None:
+    assert module_name("etl/dags/daily.py") == "etl.dags.daily"
+    assert module_name("pkg/__init__.py") == "pkg"
+    with pytest.raises(DagDefinitionError):
+        module_name("2fast.py")
