@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs isolate into .venv and takes it for a spin in a throwaway home: init, push the
+# example DAG folder, push again (nothing changes), then list, show and history.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3.11}
+if [ ! -x .venv/bin/isolate ]; then
+    "$python" -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check -e .
+fi
+home=$(mktemp -d "${TMPDIR:-/tmp}/isolate-tour.XXXXXX")
+trap 'rm -rf "$home"' EXIT
+export ISOLATE_HOME="$home/home"
+run() { printf '\n$ %s\n' "$*"; "$@"; }
+PATH="$PWD/.venv/bin:$PATH"
+run isolate init
+run isolate push examples/etl -m "first version"
+run isolate push examples/etl
+run isolate dags list
+run isolate dags show example.etl
+run isolate dags history example.etl
