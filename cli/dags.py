@@ -107,9 +107,15 @@ def show(dag_id: str, version: int | None, home: str | None, as_json: bool) -> N
         ("file", spec.fileloc or "-"),
         ("schedule", f"{spec.schedule or 'none'} ({spec.timezone})"),
         ("start/end", f"{spec.start_date or '-'} / {spec.end_date or '-'}"),
-        ("runs", f"catchup={'yes' if spec.catchup else 'no'} max_active_runs={spec.max_active_runs}"),
-        ("retries", f"{retry.retries} every {retry.retry_delay}s"
-         + (" (exponential)" if retry.retry_exponential_backoff else "")),
+        (
+            "runs",
+            f"catchup={'yes' if spec.catchup else 'no'} max_active_runs={spec.max_active_runs}",
+        ),
+        (
+            "retries",
+            f"{retry.retries} every {retry.retry_delay}s"
+            + (" (exponential)" if retry.retry_exponential_backoff else ""),
+        ),
         ("tags", ", ".join(spec.tags) or "-"),
         ("lockfile", f"{spec.environment.lockfile} {spec.environment.lock_hash}"),
         ("bundle", spec.bundle_hash),
@@ -152,7 +158,10 @@ def history(dag_id: str, home: str | None, as_json: bool) -> None:
         return
     print_table(
         ["VERSION", "PUSHED_AT", "PUSHED_BY", "SPEC_HASH", "MESSAGE"],
-        [[v.version, v.pushed_at, v.pushed_by, short_hash(v.spec_hash), v.message] for v in versions],
+        [
+            [v.version, v.pushed_at, v.pushed_by, short_hash(v.spec_hash), v.message]
+            for v in versions
+        ],
     )
 
 

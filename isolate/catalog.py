@@ -26,4 +26,6 @@ def stored_version(store: Store, dag_id: str, version: int | None = None) -> Sto
 
 
 def diff_versions(store: Store, dag_id: str, old: int, new: int) -> SpecDiff:
-    return diff_specs(stored_version(store, dag_id, old).spec, stored_version(store, dag_id, new).spec)
+    return diff_specs(
+        stored_version(store, dag_id, old).spec, stored_version(store, dag_id, new).spec
+    )

@@ -1,4 +1,4 @@
-"""Where isolate keeps its state, and the settings read from the home's TOML file and the environment.
+"""Where isolate keeps its state, and the settings read from the home's TOML file and environment.
 
 Precedence, highest first: command-line ``--home``; environment variables (``ISOLATE_HOME``,
 ``ISOLATE_DATABASE_URL``, ``ISOLATE_MAX_SPEC_BYTES``, ...); ``<home>/isolate.toml``; defaults.
@@ -90,7 +90,7 @@ def load_config(home: str | Path | None = None, environ: Mapping[str, str] | Non
     """Resolve the home and read its settings. A missing config file means defaults."""
     env = os.environ if environ is None else environ
     home_path = Path(home) if home else default_home(env)
-    home_path = Path(os.path.abspath(home_path))  # noqa: PTH100 - keep symlinks as the admin wrote them
+    home_path = Path(os.path.abspath(home_path))
     settings = Settings()
     config_file = home_path / CONFIG_NAME
     if config_file.is_file():
@@ -119,7 +119,9 @@ def _apply(settings: Settings, values: Mapping[str, Any], source: str) -> Settin
     changes: dict[str, Any] = {}
     for key, value in values.items():
         if key not in known:
-            raise ConfigError(f"{source}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"{source}: unknown setting {key!r} (known: {', '.join(sorted(known))})"
+            )
         try:
             changes[key] = _coerce(key, value)
         except UsageError as exc:
@@ -136,7 +138,16 @@ def _coerce(key: str, value: Any) -> Any:
     if key in _BOOL_KEYS:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        if isinstance(value, str) and value.lower() in {
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        }:
             return value.lower() in {"1", "true", "yes", "on"}
         raise UsageError(f"expected true or false, got {value!r}")
     if not isinstance(value, str):

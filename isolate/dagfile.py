@@ -50,8 +50,9 @@ def is_dag_file(relpath: str, text: str) -> bool:
     return relpath.endswith(".py") and "isolate" in text and "DAG" in text
 
 
-def load_folder(path: Path, *, settings: Settings = Settings()) -> FolderSnapshot:
+def load_folder(path: Path, *, settings: Settings | None = None) -> FolderSnapshot:
     """Snapshot ``path`` (a DAG folder, or one DAG file in its folder) and serialize its DAGs."""
+    settings = settings or Settings()
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
@@ -68,7 +69,8 @@ def load_folder(path: Path, *, settings: Settings = Settings()) -> FolderSnapsho
     ]
     if not dag_files:
         raise UsageError(
-            f"{path}: no DAG files found (a DAG file is a .py file that mentions 'isolate' and 'DAG')"
+            f"{path}: no DAG files found "
+            "(a DAG file is a .py file that mentions 'isolate' and 'DAG')"
         )
     with tempfile.TemporaryDirectory(prefix="isolate-load-") as tmp:
         root = Path(tmp) / "bundle"
@@ -90,7 +92,9 @@ def module_name(relpath: str) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     if not parts or not all(p.isidentifier() for p in parts):
-        raise DagDefinitionError(f"{relpath}: not an importable module name (use letters, digits, _)")
+        raise DagDefinitionError(
+            f"{relpath}: not an importable module name (use letters, digits, _)"
+        )
     return ".".join(parts)
 
 
@@ -153,8 +157,10 @@ def _exec_module(root: Path, rel: str, name: str) -> None:
         raise DagDefinitionError(f"{rel}{_line_in(exc, root)}: {exc}") from None
     except KeyboardInterrupt:
         raise
-    except BaseException as exc:  # noqa: BLE001 - author code may raise anything, even SystemExit
-        raise DagDefinitionError(f"{rel}{_line_in(exc, root)}: {type(exc).__name__}: {exc}") from None
+    except BaseException as exc:
+        raise DagDefinitionError(
+            f"{rel}{_line_in(exc, root)}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _line_in(exc: BaseException, root: Path) -> str:
@@ -184,7 +190,11 @@ def _serialize(dag: sdk.DAG, rel: str, bundle: Bundle, settings: Settings) -> Lo
         **dag.to_draft(),
         "format_version": FORMAT_VERSION,
         "fileloc": rel,
-        "environment": {"lockfile": lockfile, "lock": lock_text, "lock_hash": lock_digest(lock_text)},
+        "environment": {
+            "lockfile": lockfile,
+            "lock": lock_text,
+            "lock_hash": lock_digest(lock_text),
+        },
         "bundle": {"hash": bundle.hash},
     }
     # A JSON round trip turns tuples and other Python spellings into plain JSON values.

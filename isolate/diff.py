@@ -92,8 +92,12 @@ def diff_specs(old: DagSpec, new: DagSpec) -> SpecDiff:
     changed: dict[str, dict[str, Change]] = {}
     for task_id in sorted(set(old_tasks) & set(new_tasks)):
         # Upstream changes are reported once, as edges.
-        before = flatten({k: v for k, v in task_document(old_tasks[task_id]).items() if k != "upstream"})
-        after = flatten({k: v for k, v in task_document(new_tasks[task_id]).items() if k != "upstream"})
+        before = flatten(
+            {k: v for k, v in task_document(old_tasks[task_id]).items() if k != "upstream"}
+        )
+        after = flatten(
+            {k: v for k, v in task_document(new_tasks[task_id]).items() if k != "upstream"}
+        )
         if delta := _changes(before, after):
             changed[task_id] = delta
     old_env, new_env = old.environment, new.environment

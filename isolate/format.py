@@ -180,7 +180,9 @@ def upgrade(doc: Any, *, upgraders: Mapping[int, Upgrader] = UPGRADERS) -> Any:
         )
     oldest = min(upgraders, default=FORMAT_VERSION)
     if version < oldest:
-        raise ValidationError(f"format_version: unknown format {version} (oldest readable: {oldest})")
+        raise ValidationError(
+            f"format_version: unknown format {version} (oldest readable: {oldest})"
+        )
     while version < FORMAT_VERSION:
         doc = upgraders[version](dict(doc))
         version += 1
@@ -310,7 +312,11 @@ def _build_task(task: dict[str, Any]) -> TaskSpec:
 def canonical_json(spec: DagSpec) -> str:
     """The one serialization of a DAG version (UTF-8 text, sorted keys, compact)."""
     return json.dumps(
-        spec.to_document(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        spec.to_document(),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
     )
 
 

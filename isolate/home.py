@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import stat
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,8 +62,13 @@ def init_home(config: Config, *, database_url: str | None = None) -> InitReport:
     config_file = home / CONFIG_NAME
     written = False
     if not config_file.exists():
-        line = f'database_url = "{database_url}"' if database_url else (
-            '# database_url = "postgresql+psycopg://isolate@127.0.0.1/isolate"  (default: SQLite)'
+        line = (
+            f'database_url = "{database_url}"'
+            if database_url
+            else (
+                '# database_url = "postgresql+psycopg://isolate@127.0.0.1/isolate"'
+                "  (default: SQLite)"
+            )
         )
         _write_private(config_file, _TEMPLATE.format(database_line=line))
         written = True
@@ -83,7 +88,9 @@ def _make_dir(path: Path, mode: int) -> None:
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"{path}: exists and is not a directory")
     if info.st_uid != os.geteuid():
-        raise ConfigError(f"{path}: owned by uid {info.st_uid}, not by the user running isolate init")
+        raise ConfigError(
+            f"{path}: owned by uid {info.st_uid}, not by the user running isolate init"
+        )
     os.chmod(path, mode)  # mkdir's mode is filtered by the umask; set it exactly
 
 
@@ -106,13 +113,15 @@ def private_umask() -> Iterator[None]:
 def require_home(config: Config) -> None:
     """Refuse to run against a home that ``isolate init`` never created (default SQLite only)."""
     if config.is_default_sqlite and not (config.home / "isolate.db").exists():
-        raise ConfigError(f"no isolate home at {config.home}: run `isolate init --home {config.home}`")
+        raise ConfigError(
+            f"no isolate home at {config.home}: run `isolate init --home {config.home}`"
+        )
 
 
 def upgrade_database(config: Config) -> tuple[str | None, str]:
     """Migrate the home's database to the newest schema; returns (revision before, after)."""
-    from isolate.store import migrate  # noqa: PLC0415 - Alembic is only needed here
-    from isolate.store.engine import make_engine  # noqa: PLC0415
+    from isolate.store import migrate
+    from isolate.store.engine import make_engine
 
     with private_umask():
         engine = make_engine(config.database_url)
@@ -126,7 +135,7 @@ def upgrade_database(config: Config) -> tuple[str | None, str]:
 
 def open_store(config: Config) -> Store:
     """The home's store, refusing a home never initialized or a schema not at head."""
-    from isolate.store import Store  # noqa: PLC0415 - SQLAlchemy only when a store is needed
+    from isolate.store import Store
 
     require_home(config)
     return Store.open(config.database_url)

@@ -43,6 +43,6 @@ def schedule_problem(schedule: str) -> str | None:
         )
     try:
         ok = croniter.is_valid(schedule)
-    except Exception:  # noqa: BLE001 - croniter raises assorted types on odd input
+    except Exception:
         ok = False
     return None if ok else f"invalid cron expression {schedule!r}"

@@ -206,7 +206,9 @@ class BaseTask(_Dependable):
             raise DagDefinitionError(f"{where}: unknown argument(s) {unknown}")
         bad_limits = sorted(set(limits or {}) - set(_LIMIT_KEYS))
         if bad_limits:
-            raise DagDefinitionError(f"{where}: unknown limit(s) {bad_limits} (known: {_LIMIT_KEYS})")
+            raise DagDefinitionError(
+                f"{where}: unknown limit(s) {bad_limits} (known: {_LIMIT_KEYS})"
+            )
         self.dag = owner
         self.task_id = task_id
         self.trigger_rule = trigger_rule
@@ -265,7 +267,7 @@ class PythonTask(BaseTask):
     def __init__(
         self,
         task_id: str,
-        callable: str | Callable[..., Any],  # noqa: A002 - the format's field name
+        callable: str | Callable[..., Any],
         *,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
@@ -277,7 +279,12 @@ class PythonTask(BaseTask):
         self.kwargs = _to_json(dict(kwargs or {}), f"{self._where}: kwargs", self)
 
     def to_draft(self) -> dict[str, Any]:
-        return {**super().to_draft(), "callable": self.callable, "args": self.args, "kwargs": self.kwargs}
+        return {
+            **super().to_draft(),
+            "callable": self.callable,
+            "args": self.args,
+            "kwargs": self.kwargs,
+        }
 
 
 class CommandTask(BaseTask):
@@ -386,7 +393,9 @@ def _to_json(value: Any, where: str, consumer: BaseTask | None) -> Any:
         return [_to_json(v, f"{where}[{i}]", consumer) for i, v in enumerate(value)]
     if isinstance(value, dict):
         if set(value) == {XCOM_REF_KEY}:
-            raise DagDefinitionError(f"{where}: a dict with the single key {XCOM_REF_KEY!r} is reserved")
+            raise DagDefinitionError(
+                f"{where}: a dict with the single key {XCOM_REF_KEY!r} is reserved"
+            )
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):

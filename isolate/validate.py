@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -29,6 +30,8 @@ RESERVED_ENV_PREFIX = "ISOLATE_"
 
 _FORBIDDEN_BY_KIND = {"python": ("command",), "command": ("callable", "args", "kwargs")}
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}\Z")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @cache
@@ -39,9 +42,35 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
+def _ecma_pattern(
+    validator: Any, pattern: str, instance: Any, _schema: Any
+) -> Iterator[jsonschema.ValidationError]:
+    """``pattern`` with ECMA-262's ``$`` (end of text), not Python's (also before a final newline).
+
+    Plain jsonschema uses ``re.search``, so ``^[a-z]+$`` accepts ``"etl\\n"``:
+    https://github.com/python-jsonschema/jsonschema/issues/576
+    """
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 @cache
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(schema())
+def _ecma_regex(pattern: str) -> re.Pattern[str]:
+    # Our schema uses "$" only as an anchor (never escaped or inside a character class).
+    return re.compile(pattern.replace("$", r"\Z"))
+
+
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    cls = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, validators={"pattern": _ecma_pattern}
+    )
+    return cls(schema())
+
+
+def is_valid_id(text: str) -> bool:
+    """Whether ``text`` is a valid DAG or task id (see :data:`ID_RULE`)."""
+    return _ID.match(text) is not None and text not in (".", "..")
 
 
 @cache
@@ -58,16 +87,25 @@ def where(path: Sequence[Any], doc: Any) -> str:
             label: str = str(part)
             if isinstance(node, list) and 0 <= part < len(node):
                 item = node[part]
-                if isinstance(item, dict) and isinstance(item.get("task_id"), str):
-                    label = item["task_id"]
+                task_id = item.get("task_id") if isinstance(item, dict) else None
+                # Only a valid id is shown as is: a message stays one safe line.
+                if isinstance(task_id, str) and is_valid_id(task_id):
+                    label = task_id
                 node = item
             else:
                 node = None
             out += f"[{label}]"
         else:
-            out += f".{part}" if out else str(part)
+            out += _key(str(part), first=not out)
             node = node.get(part) if isinstance(node, dict) else None
     return out or "document"
+
+
+def _key(name: str, *, first: bool = False) -> str:
+    """``.name`` for an identifier, ``[<repr>]`` for any other key (quotes, escapes, newlines)."""
+    if _NAME.match(name):
+        return name if first else f".{name}"
+    return f"[{_short(name)}]"
 
 
 def structure_problems(doc: Any) -> list[str]:
@@ -104,7 +142,12 @@ def _short(value: Any) -> str:
 
 
 def _describe(error: jsonschema.ValidationError) -> Iterator[str]:
-    kind, value, instance, sub = error.validator, error.validator_value, error.instance, error.schema
+    kind, value, instance, sub = (
+        error.validator,
+        error.validator_value,
+        error.instance,
+        error.schema,
+    )
     if kind == "type":
         expected = " or ".join(value) if isinstance(value, list) else str(value)
         yield f"expected {expected}, got {_json_type(instance)}"
@@ -191,7 +234,7 @@ def _dag_level(doc: Mapping[str, Any]) -> list[str]:
         problems.append(f"schedule: {why}")
     try:
         ZoneInfo(doc["timezone"])
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "America"
         problems.append(f"timezone: unknown time zone {_short(doc['timezone'])}")
     dates: dict[str, datetime] = {}
     for name in ("start_date", "end_date"):
@@ -222,7 +265,10 @@ def parse_datetime(text: str) -> tuple[datetime | None, str | None]:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        return None, f"invalid date-time {_short(text)}: expected ISO 8601 like 2024-01-31T00:00:00+00:00"
+        return (
+            None,
+            f"invalid date-time {_short(text)}: expected ISO 8601 like 2024-01-31T00:00:00+00:00",
+        )
     if value.tzinfo is None or value.utcoffset() is None:
         return None, f"date-time {_short(text)} has no UTC offset: add one, e.g. +00:00"
     return value, None
@@ -238,18 +284,24 @@ def _task_level(task: Mapping[str, Any], known: set[str]) -> list[str]:
             problems.append(f"{at}.upstream: unknown upstream task {up!r}")
     for name in task["env"]:
         if name.startswith(RESERVED_ENV_PREFIX):
-            problems.append(f"{at}.env.{name}: names starting with {RESERVED_ENV_PREFIX} are reserved")
+            problems.append(
+                f"{at}.env.{name}: names starting with {RESERVED_ENV_PREFIX} are reserved"
+            )
     upstream = set(task["upstream"])
     for path, value in _strings_and_refs(task):
         if is_xcom_ref(value):
             ref = value[XCOM_REF_KEY]
             if not isinstance(ref, str) or ref not in upstream:
-                problems.append(f"{at}.{path}: XCom reference to {_short(ref)}, which is not upstream")
+                problems.append(
+                    f"{at}.{path}: XCom reference to {_short(ref)}, which is not upstream"
+                )
         elif any(marker in value for marker in _TEMPLATE_MARKERS):
             try:
                 _jinja().parse(value)
             except TemplateSyntaxError as exc:
-                problems.append(f"{at}.{path}: template syntax error: {exc.message} (line {exc.lineno})")
+                problems.append(
+                    f"{at}.{path}: template syntax error: {exc.message} (line {exc.lineno})"
+                )
     return problems
 
 
@@ -266,7 +318,7 @@ def _strings_and_refs(task: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
         if isinstance(value, str) or is_xcom_ref(value):
             yield path, value
         elif isinstance(value, dict):
-            stack.extend((f"{path}.{k}", v) for k, v in reversed(list(value.items())))
+            stack.extend((f"{path}{_key(k)}", v) for k, v in reversed(list(value.items())))
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value))))
 
@@ -297,4 +349,3 @@ def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
                 path.append(node)
                 iters.append(iter(sorted(graph[node])))
     return None
-

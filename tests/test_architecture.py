@@ -34,20 +34,27 @@ def _imports(path: Path, *, top_level_only: bool) -> set[str]:
     """Modules imported by a file; with top_level_only, skip function bodies and TYPE_CHECKING."""
     tree = ast.parse(path.read_text(), str(path))
     found: set[str] = set()
-    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    package = (
+        _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    )
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
             if top_level_only and isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
-            if top_level_only and isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            if (
+                top_level_only
+                and isinstance(child, ast.If)
+                and "TYPE_CHECKING" in ast.unparse(child.test)
+            ):
                 continue
             if isinstance(child, ast.Import):
                 found.update(alias.name for alias in child.names)
             elif isinstance(child, ast.ImportFrom):
                 base = child.module or ""
                 if child.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - child.level + 1] + [base]).strip(".")
+                    parent = package.split(".")[: len(package.split(".")) - child.level + 1]
+                    base = ".".join([*parent, base]).strip(".")
                 # "from pkg import submodule" imports the submodule (the package is its parent).
                 subs = {f"{base}.{alias.name}" for alias in child.names}
                 known = subs & set(_sources())
@@ -99,9 +106,12 @@ def test_the_sdk_modules_import_only_the_standard_library() -> None:
     for name in SDK_MODULES:
         for imported in _imports(sources[name], top_level_only=False):
             top = imported.split(".")[0]
-            assert imported in SDK_MODULES or imported.startswith(("isolate.sdk.", "isolate.errors.")) or (
-                top != "isolate" and top in sys.stdlib_module_names
-            ) or top == "__future__", f"{name} imports {imported}"
+            assert (
+                imported in SDK_MODULES
+                or imported.startswith(("isolate.sdk.", "isolate.errors."))
+                or (top != "isolate" and top in sys.stdlib_module_names)
+                or top == "__future__"
+            ), f"{name} imports {imported}"
 
 
 def test_the_cycle_finder_finds_cycles() -> None:

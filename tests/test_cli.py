@@ -13,8 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import isolate
-from isolate.store import Store
-from isolate.store import migrate
+from isolate.store import Store, migrate
 from tests.conftest import ETL_DAG
 
 
@@ -38,7 +37,9 @@ def test_push_is_idempotent_and_versions_only_changes(cli, make_folder) -> None:
     assert first[0]["dag_id"] == "etl" and first[0]["version"] == 1 and first[0]["status"] == "new"
     again = push_json(cli, folder)
     assert again[0] == {**first[0], "status": "unchanged"}
-    (folder / "etl.py").write_text((folder / "etl.py").read_text().replace('"retries": 1', '"retries": 3'))
+    (folder / "etl.py").write_text(
+        (folder / "etl.py").read_text().replace('"retries": 1', '"retries": 3')
+    )
     second = push_json(cli, folder, "-m", "more retries")
     assert second[0]["version"] == 2 and second[0]["spec_hash"] != first[0]["spec_hash"]
     history = json.loads(cli("dags", "history", "etl", "--json").stdout)
@@ -55,7 +56,9 @@ def test_show_list_and_diff(cli, make_folder) -> None:
         (folder / "etl.py")
         .read_text()
         .replace('schedule="@daily"', 'schedule="@hourly"')
-        .replace("load(extract()) >> report", "load(extract())\n    CommandTask('audit', command='true')")
+        .replace(
+            "load(extract()) >> report", "load(extract())\n    CommandTask('audit', command='true')"
+        )
     )
     (folder / "requirements.txt").write_text("# changed lock\n")
     cli("push", str(folder))
@@ -95,7 +98,9 @@ def test_invalid_push_is_one_line_and_stores_nothing(cli, make_folder, home: Pat
     bad = make_folder({"etl.py": ETL_DAG.replace('schedule="@daily"', 'schedule="@sometimes"')})
     result = cli("push", str(bad), expect=4)
     assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith("isolate: error: dag etl: schedule: unknown preset '@sometimes'")
+    assert result.stderr.startswith(
+        "isolate: error: dag etl: schedule: unknown preset '@sometimes'"
+    )
     assert json.loads(cli("dags", "list", "--json").stdout) == []
     with Store.open(f"sqlite:///{home / 'isolate.db'}") as store, store.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM blobs").scalar() == 0

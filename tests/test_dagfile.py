@@ -32,7 +32,12 @@ HELPER = """
 
 def test_loads_every_dag_with_its_bundle_and_lock(make_folder) -> None:
     folder = make_folder(
-        {"etl.py": ETL_DAG, "more.py": HELPER_DAG, "helpers/__init__.py": "", "helpers/jobs.py": HELPER},
+        {
+            "etl.py": ETL_DAG,
+            "more.py": HELPER_DAG,
+            "helpers/__init__.py": "",
+            "helpers/jobs.py": HELPER,
+        },
         lock="six==1.16.0 --hash=sha256:" + "a" * 64 + "\n",
     )
     snap = load_folder(folder)
@@ -108,22 +113,37 @@ def test_a_changed_helper_changes_the_bundle_and_every_spec(make_folder) -> None
             "SystemExit: 3",
         ),
         (
-            {"a.py": "from isolate import DAG\nDAG('same')\n", "b.py": "from isolate import DAG\nDAG('same')\n"},
+            {
+                "a.py": "from isolate import DAG\nDAG('same')\n",
+                "b.py": "from isolate import DAG\nDAG('same')\n",
+            },
             DagDefinitionError,
             "DAG id 'same' is defined twice: in a.py and b.py",
         ),
-        ({"json.py": "from isolate import DAG\nDAG('x')\n"}, DagDefinitionError, "shadows an installed module"),
-        ({"my-dag.py": "from isolate import DAG\nDAG('x')\n"}, DagDefinitionError, "not an importable module"),
         (
-            {"dup.py": "from isolate import DAG, PythonTask\nwith DAG('d'):\n"
-             "    PythonTask('a', callable='m:f')\n    PythonTask('a', callable='m:f')\n"},
+            {"json.py": "from isolate import DAG\nDAG('x')\n"},
+            DagDefinitionError,
+            "shadows an installed module",
+        ),
+        (
+            {"my-dag.py": "from isolate import DAG\nDAG('x')\n"},
+            DagDefinitionError,
+            "not an importable module",
+        ),
+        (
+            {
+                "dup.py": "from isolate import DAG, PythonTask\nwith DAG('d'):\n"
+                "    PythonTask('a', callable='m:f')\n    PythonTask('a', callable='m:f')\n"
+            },
             DagDefinitionError,
             "dup.py (dup.py:4): DAG d: task id 'a' is used twice",
         ),
         (
-            {"cyc.py": "from isolate import DAG, PythonTask\nwith DAG('cyc'):\n"
-             "    a = PythonTask('a', callable='m:f')\n    b = PythonTask('b', callable='m:f')\n"
-             "    a >> b >> a\n"},
+            {
+                "cyc.py": "from isolate import DAG, PythonTask\nwith DAG('cyc'):\n"
+                "    a = PythonTask('a', callable='m:f')\n    b = PythonTask('b', callable='m:f')\n"
+                "    a >> b >> a\n"
+            },
             ValidationError,
             "dag cyc: tasks: dependency cycle",
         ),
@@ -146,14 +166,19 @@ def test_bad_folders_fail_with_a_located_message(make_folder, files, error, mess
 
 
 def test_lockfile_problems(make_folder) -> None:
-    with pytest.raises(DagDefinitionError, match="lockfile 'requirements.txt' is not in the folder"):
+    with pytest.raises(
+        DagDefinitionError, match="lockfile 'requirements.txt' is not in the folder"
+    ):
         load_folder(make_folder({"etl.py": ETL_DAG}, lock=None))
     folder = make_folder({"etl.py": ETL_DAG}, lock=None)
     (folder / "requirements.txt").write_bytes(b"\xff\xfe")
     with pytest.raises(DagDefinitionError, match="is not UTF-8"):
         load_folder(folder)
     custom = make_folder(
-        {"etl.py": ETL_DAG.replace('DAG("etl",', 'DAG("etl", lockfile="locks/etl.txt",'), "locks/etl.txt": "x"},
+        {
+            "etl.py": ETL_DAG.replace('DAG("etl",', 'DAG("etl", lockfile="locks/etl.txt",'),
+            "locks/etl.txt": "x",
+        },
         lock=None,
     )
     assert load_folder(custom).dags[0].spec.environment.lock == "x"

@@ -122,17 +122,38 @@ def test_default_args_callbacks_and_naive_dates_in_the_dag_time_zone() -> None:
     [
         (lambda: PythonTask("x", callable="m:f"), "not in a DAG"),
         (lambda: DAG("d", default_args={"owner": "me"}), "unknown default_args ['owner']"),
-        (lambda: PythonTask("x", callable="m:f", dag=DAG("d"), pool="p"), "unknown argument(s) ['pool']"),
-        (lambda: PythonTask("x", callable="m:f", dag=DAG("d"), limits={"gpu": 1}), "unknown limit(s)"),
-        (lambda: PythonTask("x", callable="m:f", dag=DAG("d"), kwargs={"when": datetime(2024, 1, 1)}),
-         "kwargs.when: datetime is not JSON"),
-        (lambda: PythonTask("x", callable="m:f", dag=DAG("d"), args=[float("nan")]), "args[0]: nan"),
-        (lambda: PythonTask("x", callable="m:f", dag=DAG("d"), kwargs={"r": {"$xcom": "y"}}),
-         "reserved"),
+        (
+            lambda: PythonTask("x", callable="m:f", dag=DAG("d"), pool="p"),
+            "unknown argument(s) ['pool']",
+        ),
+        (
+            lambda: PythonTask("x", callable="m:f", dag=DAG("d"), limits={"gpu": 1}),
+            "unknown limit(s)",
+        ),
+        (
+            lambda: PythonTask(
+                "x", callable="m:f", dag=DAG("d"), kwargs={"when": datetime(2024, 1, 1)}
+            ),
+            "kwargs.when: datetime is not JSON",
+        ),
+        (
+            lambda: PythonTask("x", callable="m:f", dag=DAG("d"), args=[float("nan")]),
+            "args[0]: nan",
+        ),
+        (
+            lambda: PythonTask("x", callable="m:f", dag=DAG("d"), kwargs={"r": {"$xcom": "y"}}),
+            "reserved",
+        ),
         (lambda: PythonTask("x", callable="m:f", dag=DAG("d"), kwargs={1: 2}), "not a string"),
-        (lambda: CommandTask("x", command=["echo", 1], dag=DAG("d")), "command items must be strings"),
+        (
+            lambda: CommandTask("x", command=["echo", 1], dag=DAG("d")),
+            "command items must be strings",
+        ),
         (lambda: DAG(""), "non-empty string"),
-        (lambda: DAG("d", start_date=datetime(2024, 1, 1), timezone="Nowhere/Land"), "unknown time zone"),
+        (
+            lambda: DAG("d", start_date=datetime(2024, 1, 1), timezone="Nowhere/Land"),
+            "unknown time zone",
+        ),
         (lambda: DAG("d", default_args={"retry_delay": "5m"}), "expected a timedelta or seconds"),
     ],
 )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from isolate import DAG, CommandTask, task
-
 from etl_jobs import summarize
+
+from isolate import DAG, CommandTask, task
 
 with DAG(
     "example.etl",

@@ -1,0 +1,82 @@
+"""The records the store loads and saves: plain frozen dataclasses, no database behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DagRecord:
+    """One DAG id known to the store, and whether it is paused."""
+
+    dag_id: str
+    is_paused: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DagSummary:
+    """A DAG and its latest version, as ``isolate dags list`` shows it."""
+
+    dag_id: str
+    is_paused: bool
+    latest_version: int | None
+    spec_hash: str | None
+    pushed_by: str | None
+    pushed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One immutable version of a DAG. ``spec_json`` is the canonical JSON document, as pushed."""
+
+    dag_id: str
+    version: int
+    spec_hash: str
+    spec_json: str
+    bundle_hash: str
+    lock_hash: str
+    pushed_by: str
+    pushed_at: datetime
+    message: str | None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One line of the append-only audit log."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    outcome: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """What a push hands to the store: the serialized spec and the blobs it refers to.
+
+    The hashes are ``"sha256:<hex>"``; the store checks ``bundle_hash`` and ``lock_hash`` against
+    the bytes. ``spec_hash`` is the pusher's hash of ``spec_json`` and is stored as given: the
+    store treats the spec as opaque text.
+    """
+
+    dag_id: str
+    spec_hash: str
+    spec_json: str
+    bundle_hash: str
+    bundle: bytes
+    lock_hash: str
+    lock: bytes
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """The version a push resulted in; ``created`` is False when the push changed nothing."""
+
+    version: VersionRecord
+    created: bool
