@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli import admin, dags, push
+from cli import admin, audit, dags, push
 from isolate.errors import IsolateError
 
 
@@ -29,7 +29,7 @@ def isolate() -> None:
 
     \b
     Authors:  isolate push DAG_FOLDER -m "why"      isolate dags history DAG_ID
-    Admins:   isolate init                          isolate db upgrade
+    Admins:   isolate init    isolate db upgrade    isolate audit
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid DAG or bundle,
     5 configuration, 6 database.
@@ -40,6 +40,7 @@ isolate.add_command(admin.init)
 isolate.add_command(admin.db)
 isolate.add_command(push.push)
 isolate.add_command(dags.dags)
+isolate.add_command(audit.audit)
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def test_push_is_idempotent_and_versions_only_changes(cli, make_folder) -> None:
     assert second[0]["version"] == 2 and second[0]["spec_hash"] != first[0]["spec_hash"]
     history = json.loads(cli("dags", "history", "etl", "--json").stdout)
     assert [(v["version"], v["message"]) for v in history] == [(1, "first"), (2, "more retries")]
-    assert all(v["pushed_by"] == "root" or v["pushed_by"] for v in history)
+    assert {v["pushed_by"] for v in history} == {current_user()}
     table = cli("push", str(folder)).stdout
     assert "unchanged" in table and "etl" in table
 
@@ -92,6 +92,14 @@ def test_pause_unpause_and_the_audit_log(cli, make_folder, home: Path) -> None:
     with Store.open(f"sqlite:///{home / 'isolate.db'}") as store:
         actions = [(a.action, a.outcome) for a in reversed(store.list_audit(target="etl"))]
     assert actions == [("push", "ok"), ("pause", "ok"), ("pause", "unchanged"), ("unpause", "ok")]
+    listed = json.loads(cli("audit", "--target", "etl", "--json").stdout)
+    assert [(r["action"], r["outcome"], r["actor"]) for r in listed][0] == (
+        "unpause",
+        "ok",
+        current_user(),
+    )
+    assert listed[-1]["details"]["version"] == 1
+    assert "unpause" in cli("audit", "--limit", "1").stdout
 
 
 def test_invalid_push_is_one_line_and_stores_nothing(cli, make_folder, home: Path) -> None:

@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from isolate.errors import StoreError
 from isolate.store import Store, migrate, tables
 from isolate.store.engine import make_engine
-from isolate.store.testing import (
+from tests.databases import (
     SKIP_REASON,
     TEST_TABLE_PREFIX,
     backend_label,

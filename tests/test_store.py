@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from isolate.errors import NotFoundError, StoreError, UsageError
 from isolate.store import NewVersion, Store, content_hash, migrate
 from isolate.store.tables import UTCDateTime
-from isolate.store.testing import SKIP_REASON, backend_label, drop_schema, server_urls
+from tests.databases import SKIP_REASON, backend_label, drop_schema, server_urls
 
 REPO = Path(__file__).resolve().parent.parent
 
