@@ -28,10 +28,19 @@ from isolate.model import (
     TaskSpec,
 )
 from isolate.units import parse_size
-from isolate.validate import meaning_problems, parse_datetime, structure_problems
+from isolate.validate import (
+    is_valid_id,
+    meaning_problems,
+    parse_datetime,
+    structure_problems,
+    where,
+)
 
 FORMAT_VERSION = 1
 MAX_DEPTH = 64
+# Integers must fit in 64 bits: every JSON reader we care about (and the store's columns)
+# handles them, and a 4,300-digit integer would fail Python's own int/str conversion.
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
 
 Upgrader = Callable[[dict[str, Any]], dict[str, Any]]
 # UPGRADERS[n] turns a format-n document into a format-(n+1) one. Format 1 is the first
@@ -103,6 +112,7 @@ def parse(data: bytes | str, *, max_bytes: int) -> Any:
             object_pairs_hook=_no_duplicate_keys,
             parse_constant=_no_constant,
             parse_float=_finite_float,
+            parse_int=_bounded_int,
         )
     except UnicodeDecodeError as exc:
         raise ValidationError(f"document is not UTF-8 (byte {exc.start})") from None
@@ -132,34 +142,60 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _bounded_int(text: str) -> int:
+    # Checked before int(): Python refuses to convert more than 4,300 digits.
+    if len(text.lstrip("-")) > 19 or not MIN_INT <= int(text) <= MAX_INT:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ValidationError(f"integer {shown} is out of range: integers must fit in 64 bits")
+    return int(text)
+
+
 def _check_values(obj: Any) -> None:
-    """Depth cap and valid Unicode everywhere, iteratively (no recursion on hostile input)."""
-    stack: list[tuple[Any, int]] = [(obj, 0)]
+    """Depth cap, 64-bit integers and valid Unicode everywhere, iteratively.
+
+    No recursion on hostile input; ``path`` only locates the message.
+    """
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(obj, ())]
     while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
             raise ValidationError(f"document nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, str):
-            _check_text(value)
+            _check_text(value, path, obj)
         elif isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise ValidationError(f"object key {key!r} is not a string")
-                _check_text(key)
-                stack.append((item, depth + 1))
+                    kind = type(key).__name__
+                    raise ValidationError(
+                        f"{where(path, obj)}: object key of type {kind} is not text"
+                    )
+                _check_text(key, path, obj)
+                stack.append((item, (*path, key)))
         elif isinstance(value, list | tuple):
-            stack.extend((item, depth + 1) for item in value)
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
         elif value is not None and not isinstance(value, bool | int | float):
-            raise ValidationError(f"value of type {type(value).__name__} is not JSON")
+            raise ValidationError(
+                f"{where(path, obj)}: value of type {type(value).__name__} is not JSON"
+            )
         elif isinstance(value, float) and not math.isfinite(value):
-            raise ValidationError("NaN and infinite numbers are not allowed")
+            raise ValidationError(f"{where(path, obj)}: NaN and infinite numbers are not allowed")
+        elif (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not MIN_INT <= value <= MAX_INT
+        ):
+            raise ValidationError(
+                f"{where(path, obj)}: integer out of range: integers must fit in 64 bits"
+            )
 
 
-def _check_text(text: str) -> None:
+def _check_text(text: str, path: tuple[str | int, ...], doc: Any) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValidationError(f"string {text[:40]!r} is not valid Unicode") from None
+        raise ValidationError(
+            f"{where(path, doc)}: string {text[:40]!r} is not valid Unicode (lone surrogate)"
+        ) from None
 
 
 def upgrade(doc: Any, *, upgraders: Mapping[int, Upgrader] = UPGRADERS) -> Any:
@@ -171,7 +207,7 @@ def upgrade(doc: Any, *, upgraders: Mapping[int, Upgrader] = UPGRADERS) -> Any:
         raise ValidationError(
             f"format_version: expected an integer format version, got {version!r}"
             if "format_version" in doc
-            else "missing required field 'format_version'"
+            else "document: missing required field 'format_version'"
         )
     if version > FORMAT_VERSION:
         raise FormatVersionError(
@@ -184,9 +220,18 @@ def upgrade(doc: Any, *, upgraders: Mapping[int, Upgrader] = UPGRADERS) -> Any:
             f"format_version: unknown format {version} (oldest readable: {oldest})"
         )
     while version < FORMAT_VERSION:
-        doc = upgraders[version](dict(doc))
+        if version not in upgraders:
+            raise ValidationError(f"format_version: no upgrade from format {version}")
+        try:
+            doc = upgraders[version](dict(doc))
+        except (LookupError, TypeError, ValueError, AttributeError) as exc:
+            # An old document too broken to upgrade is still only a bad document.
+            raise ValidationError(
+                f"format_version: cannot upgrade this format-{version} document "
+                f"({type(exc).__name__}: {str(exc)[:100]})"
+            ) from None
         version += 1
-        if doc.get("format_version") != version:
+        if not isinstance(doc, dict) or doc.get("format_version") != version:
             raise ValidationError(f"format_version: upgrade to {version} produced a wrong version")
     return doc
 
@@ -194,7 +239,7 @@ def upgrade(doc: Any, *, upgraders: Mapping[int, Upgrader] = UPGRADERS) -> Any:
 def _normalize(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Fill defaults and put every field into its one canonical spelling."""
     problems: list[str] = []
-    doc = {**_TOP_DEFAULTS, **raw}
+    doc = {**_TOP_DEFAULTS, "params": {}, **raw}  # a fresh dict: never hand out the default
     doc["tags"] = sorted(set(doc["tags"]))
     for name in ("start_date", "end_date"):
         if doc[name] is not None:
@@ -230,12 +275,21 @@ def _normalize_task(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     limits = {name: raw.get("limits", {}).get(name) for name in _LIMITS}
     for name in _LIMITS:
         if limits[name] is not None:
+            at = f"tasks[{task['task_id']}].limits.{name}"
+            value = limits[name]
+            if isinstance(value, float):  # JSON Schema counts 2.0 as an integer; parse_size not
+                value = int(value)
             try:
-                limits[name] = parse_size(limits[name]) if name == "memory" else int(limits[name])
+                limits[name] = parse_size(value) if name == "memory" else int(value)
             except UsageError as exc:
-                problems.append(f"tasks[{task['task_id']}].limits.{name}: {exc}")
-            if limits[name] == 0:
-                problems.append(f"tasks[{task['task_id']}].limits.{name}: must be at least 1")
+                problems.append(f"{at}: {exc}")
+            except ValueError:  # parse_size leaks int()'s 4,300-digit limit
+                problems.append(f"{at}: invalid size {_short(value)}: too large")
+            else:
+                if limits[name] == 0:
+                    problems.append(f"{at}: must be at least 1")
+                elif limits[name] > MAX_INT:
+                    problems.append(f"{at}: {_short(value)} is more than {MAX_INT} bytes")
     task["limits"] = limits
     retry = {name: raw.get("retry", {}).get(name) for name in RetryOverrides.__dataclass_fields__}
     if retry["retries"] is not None:
@@ -260,9 +314,14 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _subject(doc: Any) -> str | None:
     dag_id = doc.get("dag_id") if isinstance(doc, dict) else None
-    return f"dag {dag_id[:250]}" if isinstance(dag_id, str) and dag_id else None
+    return f"dag {dag_id}" if isinstance(dag_id, str) and is_valid_id(dag_id) else None
 
 
 def _build(doc: dict[str, Any]) -> DagSpec:

@@ -6,7 +6,10 @@ croniter's errors into one clear sentence.
 
 from __future__ import annotations
 
-from croniter import croniter
+import re
+from datetime import UTC, datetime
+
+from croniter import CroniterBadDateError, croniter
 
 # Presets as Airflow documents them. "@once" runs a single time after start_date, so it
 # has no cron form; the others are aliases for the cron expression next to them.
@@ -21,6 +24,10 @@ PRESETS: dict[str, str | None] = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
 }
+
+# croniter's "R" (random) and "H" (hashed) values: "R" differs in every process that parses
+# it, so a version's schedule would not be a function of its canonical JSON.
+_RANDOM_OR_HASHED = re.compile(r"(?:^|[\s,])[HhRr](?:\(|/|,|\s|$)")
 
 
 def cron_of(schedule: str) -> str | None:
@@ -41,8 +48,18 @@ def schedule_problem(schedule: str) -> str | None:
             f"invalid cron expression {schedule!r}: expected 5 fields "
             "(minute hour day-of-month month day-of-week)"
         )
+    if _RANDOM_OR_HASHED.search(schedule):
+        return f"invalid cron expression {schedule!r}: random (R) and hashed (H) values not allowed"
     try:
         ok = croniter.is_valid(schedule)
-    except Exception:
+    except Exception:  # croniter raises assorted types on odd input
         ok = False
-    return None if ok else f"invalid cron expression {schedule!r}"
+    if not ok:
+        return f"invalid cron expression {schedule!r}"
+    try:
+        croniter(schedule, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except CroniterBadDateError:  # "0 0 30 2 *": every field is valid, the day never comes
+        return f"cron expression {schedule!r} never fires"
+    except Exception:  # as above
+        return f"invalid cron expression {schedule!r}"
+    return None

@@ -62,7 +62,8 @@ def _ecma_regex(pattern: str) -> re.Pattern[str]:
 
 @cache
 def _validator() -> jsonschema.protocols.Validator:
-    cls = jsonschema.validators.extend(
+    extend: Any = jsonschema.validators.extend  # untyped in the stubs
+    cls: type[jsonschema.protocols.Validator] = extend(
         jsonschema.Draft202012Validator, validators={"pattern": _ecma_pattern}
     )
     return cls(schema())
@@ -142,12 +143,11 @@ def _short(value: Any) -> str:
 
 
 def _describe(error: jsonschema.ValidationError) -> Iterator[str]:
-    kind, value, instance, sub = (
-        error.validator,
-        error.validator_value,
-        error.instance,
-        error.schema,
-    )
+    # Typed "Any | Unset" in the stubs; every error iter_errors yields has them set.
+    kind: Any = error.validator
+    value: Any = error.validator_value
+    instance: Any = error.instance
+    sub: Any = error.schema
     if kind == "type":
         expected = " or ".join(value) if isinstance(value, list) else str(value)
         yield f"expected {expected}, got {_json_type(instance)}"
@@ -163,7 +163,8 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[str]:
     elif kind == "not" and isinstance(instance, dict):
         forbidden = _FORBIDDEN_BY_KIND.get(str(instance.get("kind")), ())
         present = [name for name in forbidden if name in instance]
-        yield f"field(s) {', '.join(map(repr, present))} not allowed on a {instance.get('kind')} task"
+        names = ", ".join(map(repr, present))
+        yield f"field(s) {names} not allowed on a {instance.get('kind')} task"
     elif kind == "const":
         yield f"must be {value!r}, got {_short(instance)}"
     elif kind == "enum":
@@ -261,7 +262,7 @@ def lock_digest(lock: str) -> str:
 
 
 def parse_datetime(text: str) -> tuple[datetime | None, str | None]:
-    """An aware datetime from ISO 8601 text, or the reason it is not one."""
+    """An aware UTC datetime from ISO 8601 text, or the reason it is not one."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
@@ -271,7 +272,10 @@ def parse_datetime(text: str) -> tuple[datetime | None, str | None]:
         )
     if value.tzinfo is None or value.utcoffset() is None:
         return None, f"date-time {_short(text)} has no UTC offset: add one, e.g. +00:00"
-    return value, None
+    try:
+        return value.astimezone(UTC), None
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        return None, f"date-time {_short(text)} is out of range in UTC"
 
 
 def _task_level(task: Mapping[str, Any], known: set[str]) -> list[str]:
@@ -302,6 +306,10 @@ def _task_level(task: Mapping[str, Any], known: set[str]) -> list[str]:
                 problems.append(
                     f"{at}.{path}: template syntax error: {exc.message} (line {exc.lineno})"
                 )
+            except ValueError:  # Jinja's lexer calls int() on a 5,000-digit literal
+                problems.append(f"{at}.{path}: template syntax error: number literal too long")
+            except RecursionError:
+                problems.append(f"{at}.{path}: template nested too deeply")
     return problems
 
 
@@ -342,7 +350,7 @@ def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
                 state[path.pop()] = 2
                 iters.pop()
             elif node in graph and state.get(node) == 1:
-                cycle = path[path.index(node) :] + [node]
+                cycle = [*path[path.index(node) :], node]
                 return list(reversed(cycle))
             elif node in graph and node not in state:
                 state[node] = 1

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import isolate
+from isolate.push import current_user
 from isolate.store import Store, migrate
 from tests.conftest import ETL_DAG
 
@@ -93,7 +94,8 @@ def test_pause_unpause_and_the_audit_log(cli, make_folder, home: Path) -> None:
         actions = [(a.action, a.outcome) for a in reversed(store.list_audit(target="etl"))]
     assert actions == [("push", "ok"), ("pause", "ok"), ("pause", "unchanged"), ("unpause", "ok")]
     listed = json.loads(cli("audit", "--target", "etl", "--json").stdout)
-    assert [(r["action"], r["outcome"], r["actor"]) for r in listed][0] == (
+    newest = listed[0]
+    assert (newest["action"], newest["outcome"], newest["actor"]) == (
         "unpause",
         "ok",
         current_user(),
