@@ -8,6 +8,7 @@ present, tasks sorted by id. The same DAG gives the same bytes and hash anywhere
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -67,7 +68,7 @@ _LIMITS = ("memory", "processes", "cpu_time", "open_files")
 
 
 def load_document(
-    data: bytes | str,
+    data: bytes | bytearray | str,
     *,
     max_bytes: int = Settings.max_spec_bytes,
     upgraders: Mapping[int, Upgrader] = UPGRADERS,
@@ -93,7 +94,7 @@ def load_object(obj: Any, *, upgraders: Mapping[int, Upgrader] = UPGRADERS) -> D
         raise ValidationError(f"document nested deeper than {MAX_DEPTH} levels") from None
 
 
-def parse(data: bytes | str, *, max_bytes: int) -> Any:
+def parse(data: bytes | bytearray | str, *, max_bytes: int) -> Any:
     """JSON text to Python values, refusing what JSON alone would let through."""
     if isinstance(data, str):
         size = len(data.encode("utf-8", "surrogatepass"))
@@ -118,7 +119,7 @@ def parse(data: bytes | str, *, max_bytes: int) -> Any:
         raise ValidationError(f"document is not UTF-8 (byte {exc.start})") from None
     except RecursionError:
         raise ValidationError(f"document nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError as exc:  # JSONDecodeError and int-digit limits are both ValueErrors
+    except ValueError as exc:  # JSONDecodeError
         raise ValidationError(f"document is not valid JSON: {exc}") from None
 
 
@@ -126,7 +127,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValidationError(f"duplicate key {key!r} in a JSON object")
+            raise ValidationError(f"duplicate key {_short(key)} in a JSON object")
         result[key] = value
     return result
 
@@ -205,7 +206,7 @@ def upgrade(doc: Any, *, upgraders: Mapping[int, Upgrader] = UPGRADERS) -> Any:
     version = doc.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise ValidationError(
-            f"format_version: expected an integer format version, got {version!r}"
+            f"format_version: expected an integer format version, got {_short(version)}"
             if "format_version" in doc
             else "document: missing required field 'format_version'"
         )
@@ -223,7 +224,7 @@ def upgrade(doc: Any, *, upgraders: Mapping[int, Upgrader] = UPGRADERS) -> Any:
         if version not in upgraders:
             raise ValidationError(f"format_version: no upgrade from format {version}")
         try:
-            doc = upgraders[version](dict(doc))
+            doc = upgraders[version](copy.deepcopy(doc))  # may edit it in place
         except (LookupError, TypeError, ValueError, AttributeError) as exc:
             # An old document too broken to upgrade is still only a bad document.
             raise ValidationError(

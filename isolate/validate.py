@@ -113,12 +113,26 @@ def structure_problems(doc: Any) -> list[str]:
     """Problems of ``doc`` against the JSON Schema, located and deduplicated."""
     problems: list[str] = []
     errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
-    for error in errors:
+    for error in map(_specific, errors):
         for message in _describe(error):
             line = f"{where(list(error.absolute_path), doc)}: {message}"
             if line not in problems:
                 problems.append(line)
     return problems
+
+
+def _specific(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For ``anyOf``, the complaint of the branch whose type the instance has, if any.
+
+    ``["ls", 1]`` as a command fails the array branch at ``command[1]`` (a number) and the
+    string branch at ``command`` (an array): only the first is worth reading.
+    """
+    while error.validator in ("anyOf", "oneOf"):
+        context = [c for c in error.context or () if c.validator != "type" or c.relative_path]
+        if not context:
+            break
+        error = context[0]
+    return error
 
 
 def _json_type(value: Any) -> str:
@@ -157,7 +171,7 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[str]:
                 yield f"missing required field {name!r}"
     elif kind == "additionalProperties" and isinstance(sub, dict) and "properties" in sub:
         for name in sorted(set(instance) - set(sub["properties"])):
-            yield f"unknown field {name!r}"
+            yield f"unknown field {_short(name)}"
     elif kind == "additionalProperties":
         yield f"expected {_json_type(value) if value is not True else 'any'} values"
     elif kind == "not" and isinstance(instance, dict):
@@ -175,8 +189,26 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[str]:
         yield from (f"invalid key: {m}" for c in error.context or () for m in _describe(c))
     elif kind in ("anyOf", "oneOf"):
         yield _any_of_message(error)
-    else:
-        yield error.message
+    elif kind in ("minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum"):
+        yield _bound_message(kind, value, instance)
+    else:  # not reached by our schema today; jsonschema's text reprs the whole instance
+        yield error.message if len(error.message) <= 200 else error.message[:197] + "..."
+
+
+def _bound_message(kind: str, bound: Any, instance: Any) -> str:
+    # jsonschema's own messages repr the whole instance: a 10,000-item list, one line.
+    if kind in ("minLength", "minItems") and bound == 1:
+        return "must not be empty"
+    if kind == "minLength":
+        return f"{_short(instance)} is too short (at least {bound} characters)"
+    if kind == "maxLength":
+        return f"{_short(instance)} is too long ({len(instance)} characters, at most {bound})"
+    if kind == "minItems":
+        return f"too few items (at least {bound})"
+    if kind == "maxItems":
+        return f"too many items ({len(instance)}, at most {bound})"
+    side = "less" if kind == "minimum" else "greater"
+    return f"{_short(instance)} is {side} than the {kind} of {bound}"
 
 
 def _pattern_message(pattern: str, instance: Any) -> str:
@@ -197,11 +229,8 @@ def _pattern_message(pattern: str, instance: Any) -> str:
 
 
 def _any_of_message(error: jsonschema.ValidationError) -> str:
+    # Every branch wants another type (see _specific for the other case).
     context = list(error.context or ())
-    # The instance has the type one branch wants: that branch's complaint is the useful one.
-    specific = [c for c in context if c.validator != "type"]
-    if specific:
-        return next(iter(_describe(specific[0])), specific[0].message)
     expected: list[str] = []
     for c in context:
         types = c.validator_value if isinstance(c.validator_value, list) else [c.validator_value]
@@ -304,7 +333,8 @@ def _task_level(task: Mapping[str, Any], known: set[str]) -> list[str]:
                 _jinja().parse(value)
             except TemplateSyntaxError as exc:
                 problems.append(
-                    f"{at}.{path}: template syntax error: {exc.message} (line {exc.lineno})"
+                    f"{at}.{path}: template syntax error: {str(exc.message)[:200]} "
+                    f"(line {exc.lineno})"
                 )
             except ValueError:  # Jinja's lexer calls int() on a 5,000-digit literal
                 problems.append(f"{at}.{path}: template syntax error: number literal too long")
