@@ -6,7 +6,7 @@ import re
 
 from isolate.errors import UsageError
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -23,9 +23,13 @@ def parse_size(value: int | str) -> int:
         return value
     if isinstance(value, str):
         match = _SIZE.match(value)
+        # int() refuses more than 4,300 digits with a ValueError; no real size needs 40.
+        if match and len(match.group(1)) > 40:
+            raise UsageError(f"invalid size {value[:20]!r}...: too large")
         if match:
             return int(match.group(1)) * _FACTORS[match.group(2).lower()]
-    raise UsageError(f"invalid size {value!r}: expected bytes or a string like '2G' or '512M'")
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    raise UsageError(f"invalid size {shown}: expected bytes or a string like '2G' or '512M'")
 
 
 def format_size(n: int) -> str:

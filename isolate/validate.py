@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from isolate.model import XCOM_REF_KEY, is_xcom_ref
@@ -266,6 +266,9 @@ def _dag_level(doc: Mapping[str, Any]) -> list[str]:
         ZoneInfo(doc["timezone"])
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "America"
         problems.append(f"timezone: unknown time zone {_short(doc['timezone'])}")
+    for name, value in (("fileloc", doc["fileloc"]), ("environment.lockfile", env_lockfile(doc))):
+        if value is not None and any(part in ("", ".", "..") for part in value.split("/")):
+            problems.append(f"{name}: {_short(value)} is not a plain relative path in the bundle")
     dates: dict[str, datetime] = {}
     for name in ("start_date", "end_date"):
         if doc[name] is not None:
@@ -283,6 +286,11 @@ def _dag_level(doc: Mapping[str, Any]) -> list[str]:
     if env["lock_hash"] != actual:
         problems.append(f"environment.lock_hash: does not match the lock's content ({actual})")
     return problems
+
+
+def env_lockfile(doc: Mapping[str, Any]) -> str | None:
+    lockfile = doc["environment"]["lockfile"]
+    return lockfile if isinstance(lockfile, str) else None
 
 
 def lock_digest(lock: str) -> str:
@@ -328,9 +336,17 @@ def _task_level(task: Mapping[str, Any], known: set[str]) -> list[str]:
                 problems.append(
                     f"{at}.{path}: XCom reference to {_short(ref)}, which is not upstream"
                 )
+        elif "\x00" in value and (path.startswith(("env", "command"))):
+            problems.append(f"{at}.{path}: NUL characters cannot be passed to a process")
         elif any(marker in value for marker in _TEMPLATE_MARKERS):
             try:
-                _jinja().parse(value)
+                tree = _jinja().parse(value)
+                for source in _xcom_calls(tree):
+                    if source not in upstream:
+                        problems.append(
+                            f"{at}.{path}: xcom({_short(source)}) reads a task that is not "
+                            "upstream: add it to upstream"
+                        )
             except TemplateSyntaxError as exc:
                 problems.append(
                     f"{at}.{path}: template syntax error: {str(exc.message)[:200]} "
@@ -341,6 +357,19 @@ def _task_level(task: Mapping[str, Any], known: set[str]) -> list[str]:
             except RecursionError:
                 problems.append(f"{at}.{path}: template nested too deeply")
     return problems
+
+
+def _xcom_calls(tree: nodes.Template) -> Iterator[str]:
+    """Task ids read by ``{{ xcom('task_id') }}`` calls with a literal id."""
+    for call in tree.find_all(nodes.Call):
+        if (
+            isinstance(call.node, nodes.Name)
+            and call.node.name == "xcom"
+            and call.args
+            and isinstance(call.args[0], nodes.Const)
+            and isinstance(call.args[0].value, str)
+        ):
+            yield call.args[0].value
 
 
 def _strings_and_refs(task: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:

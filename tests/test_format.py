@@ -619,8 +619,10 @@ def test_template_syntax_errors(task: Doc, where: str, what: str) -> None:
 
 def test_templates_stay_strings() -> None:
     text = "{{ ds }} {{ params.x }} {{ xcom('extract') }} {% if x %}y{% endif %} {# c #}"
-    spec = load(doc_with([python_task("a", args=[text])]))
-    assert spec.tasks[0].args == (text,)
+    spec = load(
+        doc_with([python_task("extract"), python_task("a", args=[text], upstream=["extract"])])
+    )
+    assert spec.task("a").args == (text,)
 
 
 @pytest.mark.parametrize(
@@ -1164,3 +1166,47 @@ def test_old_document_too_broken_to_upgrade_is_a_validation_error() -> None:
 def test_shipped_upgraders_are_a_contiguous_chain_to_the_current_format() -> None:
     versions = sorted(fmt.UPGRADERS)
     assert versions == list(range(FORMAT_VERSION - len(versions), FORMAT_VERSION))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda d: d["tasks"][0].update(kwargs={"x": "{{ xcom('nowhere') }}"}),
+            "tasks[t].kwargs.x: xcom('nowhere') reads a task that is not upstream",
+        ),
+        (
+            lambda d: d["tasks"][0].update(env={"A": "x\x00y"}),
+            "tasks[t].env.A: NUL characters cannot be passed to a process",
+        ),
+        (
+            lambda d: d.update(fileloc="../up.py"),
+            "fileloc: '../up.py' is not a plain relative path",
+        ),
+        (
+            lambda d: d["environment"].update(lockfile="a//b.txt"),
+            "environment.lockfile: 'a//b.txt' is not a plain relative path",
+        ),
+    ],
+)
+def test_run_time_hazards_are_refused_at_push(change, message: str) -> None:
+    doc = minimal_doc()
+    doc["tasks"] = [{"task_id": "t", "kind": "python", "callable": "m:f"}]
+    change(doc)
+    with pytest.raises(ValidationError) as info:
+        load_object(doc)
+    assert message in str(info.value)
+
+
+def test_xcom_template_reading_an_upstream_task_is_fine() -> None:
+    doc = minimal_doc()
+    doc["tasks"] = [
+        {"task_id": "a", "kind": "python", "callable": "m:f"},
+        {
+            "task_id": "b",
+            "kind": "command",
+            "command": ["echo", "{{ xcom('a') }}"],
+            "upstream": ["a"],
+        },
+    ]
+    assert load_object(doc).task("b").command == ("echo", "{{ xcom('a') }}")

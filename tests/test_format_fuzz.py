@@ -295,8 +295,9 @@ callables = st.builds(
     st.lists(names, min_size=1, max_size=3),
     st.lists(names, min_size=1, max_size=2),
 )
-# Plain text without template markers ("{{", "{%", "{#"): a random one would be a syntax error.
-plain = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="{"), max_size=20)
+# Plain text without template markers ("{{", "{%", "{#"), which would mostly be syntax errors,
+# and without NUL, which argv and environment values cannot carry.
+plain = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="{\x00"), max_size=20)
 safe_json = st.recursive(
     st.none()
     | st.booleans()
