@@ -1,0 +1,54 @@
+"""Run a build tool with captured output; a failure becomes a BuildError with the output's tail."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from envcache.errors import BuildError
+
+_TAIL_LINES = 40
+_SUMMARY_PREFIXES = ("error", "cause", "caused by", "hint")
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    what: str,
+    hint: str = "",
+    cwd: Path | None = None,
+) -> str:
+    """Run ``argv`` with exactly ``env``, no stdin, and return its stdout.
+
+    On failure, BuildError says ``what`` failed, with the tool's own error lines and ``hint``
+    (what to do) in its one-line message and the tail of the output in ``output``.
+    """
+    try:
+        done = subprocess.run(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            check=False,
+        )
+    except OSError as exc:
+        raise BuildError(f"cannot run {what}: {exc}") from exc
+    if done.returncode != 0:
+        lines = (done.stdout + "\n" + done.stderr).strip().splitlines()
+        tail = "\n".join(lines[-_TAIL_LINES:])
+        message = f"{what} failed (exit {done.returncode}): {_summary(lines)}"
+        raise BuildError(f"{message}; {hint}" if hint else message, tail)
+    return done.stdout
+
+
+def _summary(lines: list[str]) -> str:
+    """The tool's own error lines joined into one, e.g. uv's "error: ... / cause: ..."."""
+    picked = [line.strip() for line in lines if line.strip().lower().startswith(_SUMMARY_PREFIXES)]
+    if not picked:
+        picked = [line.strip() for line in lines if line.strip()][-1:] or ["no output"]
+    return " / ".join(picked[:3])

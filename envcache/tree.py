@@ -1,0 +1,72 @@
+"""Operations on a directory tree: make it read-only, make it durable, remove it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+READ_ONLY_DIR = 0o555
+
+
+def make_read_only(root: Path) -> None:
+    """Files 0444 (0555 if executable), directories 0555; the root itself is left alone."""
+    for directory, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(directory, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                os.chmod(path, 0o555 if mode & stat.S_IXUSR else 0o444)
+        for name in dirnames:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, READ_ONLY_DIR)
+
+
+def write_read_only(path: Path, text: str) -> None:
+    """Create ``path`` (it must not exist) with ``text``, durable, then make it 0444."""
+    with path.open("x", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(path, 0o444)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every regular file and directory, so the rename never exposes lost data."""
+    for directory, _dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        fsync_dir(Path(directory))
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, making the entries created or renamed in it durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Best-effort removal of a read-only tree (a failed or killed build, a removed env).
+
+    Only directories are made writable: files may share their inode with uv's cache.
+    """
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    for directory, _dirnames, _filenames in os.walk(path):
+        try:
+            os.chmod(directory, 0o700)
+        except OSError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)
