@@ -7,8 +7,12 @@ from typing import Any
 
 import click
 
-from cli import admin, audit, dags, push
+from cli import admin, audit, dags, env, gc, lock, push
+from envcache.errors import EnvCacheError
 from isolate.errors import IsolateError
+
+# envcache stands alone (it cannot import isolate's errors): its errors get their own code.
+ENV_EXIT_CODE = 7
 
 
 class IsolateGroup(click.Group):
@@ -20,6 +24,9 @@ class IsolateGroup(click.Group):
         except IsolateError as exc:
             click.echo(f"isolate: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except EnvCacheError as exc:
+            click.echo(f"isolate: error: {exc}", err=True)
+            sys.exit(ENV_EXIT_CODE)
 
 
 @click.group(cls=IsolateGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,11 +35,13 @@ def isolate() -> None:
     """Run many teams' DAGs on one node: versioned DAGs, per-version envs, mapped OS users.
 
     \b
-    Authors:  isolate push DAG_FOLDER -m "why"      isolate dags history DAG_ID
+    Authors:  isolate lock DAG_FOLDER    isolate push DAG_FOLDER -m "why"
+              isolate dags history DAG_ID
     Admins:   isolate init    isolate db upgrade    isolate audit
+              isolate env list    isolate gc --dry-run
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid DAG or bundle,
-    5 configuration, 6 database.
+    5 configuration, 6 database, 7 environment (lock, interpreter, build).
     """
 
 
@@ -41,6 +50,9 @@ isolate.add_command(admin.db)
 isolate.add_command(push.push)
 isolate.add_command(dags.dags)
 isolate.add_command(audit.audit)
+isolate.add_command(lock.lock)
+isolate.add_command(env.env)
+isolate.add_command(gc.gc)
 
 
 def main() -> None:

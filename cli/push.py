@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from cli.options import home_option, json_option
-from cli.output import print_json, print_table
+from cli.output import print_json, print_table, short_hash
 from isolate.config import load_config
 from isolate.home import open_store
 from isolate.push import current_user, push_folder
@@ -16,14 +17,21 @@ from isolate.push import current_user, push_folder
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("-m", "--message", metavar="TEXT", help="Why this version exists (kept in history).")
+@click.option(
+    "--build/--no-build",
+    default=None,
+    help="Build each version's env before storing it (default: the build_on_push setting).",
+)
 @home_option
 @json_option
-def push(path: Path, message: str | None, home: str | None, as_json: bool) -> None:
+def push(
+    path: Path, message: str | None, build: bool | None, home: str | None, as_json: bool
+) -> None:
     """Push the DAGs of PATH (a DAG folder, or one DAG file in its folder).
 
-    The folder is bundled, each DAG is serialized in this process and validated, and a new
-    immutable version is stored for every DAG that changed. Nothing is stored if anything
-    in the folder is invalid.
+    The folder is bundled, each DAG is serialized in this process and validated, its lock is
+    checked and its env built, and a new immutable version is stored for every DAG that
+    changed. Nothing is stored if anything in the folder is invalid or an env cannot be built.
 
     \b
     Example:
@@ -32,7 +40,13 @@ def push(path: Path, message: str | None, home: str | None, as_json: bool) -> No
     config = load_config(home)
     with open_store(config) as store:
         results = push_folder(
-            store, path, settings=config.settings, pushed_by=current_user(), message=message
+            store,
+            path,
+            config=config,
+            pushed_by=current_user(),
+            message=message,
+            build=build,
+            on_build=_announce_build,
         )
     if as_json:
         print_json(
@@ -43,15 +57,36 @@ def push(path: Path, message: str | None, home: str | None, as_json: bool) -> No
                     "status": "new" if r.created else "unchanged",
                     "spec_hash": r.spec_hash,
                     "tasks": r.tasks,
+                    "env_key": r.env_key,
+                    "env_built": r.env_built,
                 }
                 for r in results
             ]
         )
         return
     print_table(
-        ["DAG_ID", "VERSION", "STATUS", "TASKS", "SPEC_HASH"],
+        ["DAG_ID", "VERSION", "STATUS", "TASKS", "SPEC_HASH", "ENV"],
         [
-            [r.dag_id, r.version, "new" if r.created else "unchanged", r.tasks, r.spec_hash]
+            [
+                r.dag_id,
+                r.version,
+                "new" if r.created else "unchanged",
+                r.tasks,
+                r.spec_hash,
+                _env_cell(r.env_key, r.env_built),
+            ]
             for r in results
         ],
     )
+
+
+def _env_cell(key: str | None, built: bool) -> str:
+    if key is None:
+        return "not built"
+    return f"{short_hash(key)} ({'built' if built else 'cached'})"
+
+
+def _announce_build(dag_id: str, key: str) -> None:
+    """Builds can take a while: say so on a terminal (stderr, so --json stays clean)."""
+    if sys.stderr.isatty():
+        click.echo(f"building env {short_hash(key)} for {dag_id} ...", err=True)

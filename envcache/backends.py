@@ -87,6 +87,9 @@ class Builder(ABC):
     def tool_versions(self, dest: Path) -> dict[str, str]:
         """Versions of the tools that built ``dest``, e.g. ``{"uv": "0.13.9"}``."""
 
+    def prune_cache(self, cache_dir: Path) -> None:  # noqa: B027 - an optional hook
+        """Drop tool cache entries no env needs (after gc); by default there is nothing to do."""
+
 
 class UvBuilder(Builder):
     """``uv venv --relocatable`` and ``uv pip sync``, hardlinking from uv's cache."""
@@ -113,6 +116,10 @@ class UvBuilder(Builder):
 
     def tool_versions(self, dest: Path) -> dict[str, str]:
         return {"uv": uv.version()}
+
+    def prune_cache(self, cache_dir: Path) -> None:
+        if cache_dir.is_dir():
+            uv.cache_prune(cache_dir)
 
 
 class VirtualenvPipBuilder(Builder):

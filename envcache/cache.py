@@ -8,6 +8,7 @@ Layout under the root (created by the first build)::
     uv-cache/          uv's cache, envs hardlink from it (0700; pip-cache/ for virtualenv+pip)
     objects/           files made at build time (bytecode...), shared by content between envs (0700)
     trash/             envs being removed (0700)
+    pins/<key>         an admin's pin: gc keeps the env whatever the policy (0700)
 
 Tasks run as unprivileged users need read and execute access to ``envs/`` and the envs in it,
 never write access; the use lock is taken by the (root) supervisor on a task's behalf, so
@@ -117,6 +118,11 @@ class EnvCache:
         return self.root / "trash"
 
     @property
+    def pins_dir(self) -> Path:
+        """One file per pinned env; its text says why."""
+        return self.root / "pins"
+
+    @property
     def objects(self) -> ObjectStore:
         """Files shared between envs by content (see objects.py)."""
         return ObjectStore(self.root / "objects")
@@ -215,14 +221,51 @@ class EnvCache:
 
     @contextmanager
     def use(self, key: str) -> Iterator[Env]:
-        """Hold env ``key``'s use lock shared while the body runs (a task), and yield the env."""
+        """Hold env ``key``'s use lock shared while the body runs (a task), and yield the env.
+
+        The use lock file's mtime records the last use, for gc's ``--older-than``.
+        """
         if not self.locks_dir.is_dir():
             raise EnvCacheError(f"no env {key} in {self.envs_dir}; build it first")
-        with self.use_lock(key).shared():
+        lock = self.use_lock(key)
+        with lock.shared():
+            os.utime(lock.path)
             env = self.get(key)
             if env is None:
                 raise EnvCacheError(f"no env {key} in {self.envs_dir}; build it first")
             yield env
+
+    def last_used(self, key: str) -> datetime | None:
+        """When a task last started using env ``key`` (None: never)."""
+        try:
+            return datetime.fromtimestamp(self.use_lock(key).path.stat().st_mtime, UTC)
+        except FileNotFoundError:
+            return None
+
+    def pin(self, key: str, reason: str) -> None:
+        """Keep env ``key`` through every gc until :meth:`unpin`."""
+        self._make_layout()
+        (self.pins_dir / self._checked_key(key)).write_text(reason + "\n", encoding="utf-8")
+
+    def unpin(self, key: str) -> bool:
+        """Drop the pin of env ``key``; False if it had none."""
+        try:
+            (self.pins_dir / self._checked_key(key)).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def pins(self) -> dict[str, str]:
+        """Pinned env keys and the reasons given."""
+        try:
+            names = os.listdir(self.pins_dir)
+        except FileNotFoundError:
+            return {}
+        return {
+            name: (self.pins_dir / name).read_text(encoding="utf-8").strip()
+            for name in sorted(names)
+            if is_env_key(name)
+        }
 
     def remove(self, key: str) -> bool:
         """Remove env ``key`` unless a task uses it; returns False (and keeps it) if in use.
@@ -282,6 +325,7 @@ class EnvCache:
             self.tmp_dir: _PRIVATE_DIR,
             self.locks_dir: _PRIVATE_DIR,
             self.trash_dir: _PRIVATE_DIR,
+            self.pins_dir: _PRIVATE_DIR,
             self.objects.root: _PRIVATE_DIR,
             self.tool_cache_dir: _PRIVATE_DIR,
         }

@@ -78,3 +78,20 @@ class ObjectStore:
             raise
         os.replace(temporary, path)
         return True
+
+    def prune(self) -> int:
+        """Delete objects no env links to any more (link count 1); returns bytes freed."""
+        freed = 0
+        try:
+            shards = os.listdir(self.root)
+        except FileNotFoundError:
+            return 0
+        for shard in shards:
+            directory = self.root / shard
+            for name in os.listdir(directory):
+                path = directory / name
+                info = path.lstat()
+                if info.st_nlink == 1:
+                    path.unlink()
+                    freed += info.st_size
+        return freed

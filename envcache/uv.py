@@ -136,13 +136,17 @@ def compile(
     no_index: bool = False,
     offline: bool = False,
     header: bool = True,
+    output: Path | None = None,
 ) -> str:
     """Resolve ``src`` (a requirements.in) into hashed requirements.txt text.
 
     The output is reproducible: no timestamps, a fixed ``isolate lock`` header (or none), and
-    ``# via`` annotations naming ``src`` relative to its own directory.
+    ``# via`` annotations naming ``src`` relative to its own directory. With ``output`` (an
+    existing lock), uv prefers the versions already pinned there and rewrites that file.
     """
     args = ["pip", "compile", src.name, "--generate-hashes", "--quiet"]
+    if output is not None:
+        args += ["--output-file", os.fspath(output)]
     if python:
         args += ["--python", python]
     if python_version:
@@ -154,7 +158,8 @@ def compile(
     args += _sources(find_links, no_index=no_index, offline=offline)
     args += ["--custom-compile-command", "isolate lock"] if header else ["--no-header"]
     hint = f"check {src.name} and the package sources"
-    return _run(args, cache_dir=cache_dir, hint=hint, cwd=src.parent)
+    printed = _run(args, cache_dir=cache_dir, hint=hint, cwd=src.parent)
+    return printed if output is None else output.read_text(encoding="utf-8")
 
 
 def cache_prune(cache_dir: Path) -> None:

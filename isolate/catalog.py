@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from isolate.diff import SpecDiff, diff_specs
@@ -20,12 +21,24 @@ class StoredVersion:
 def stored_version(store: Store, dag_id: str, version: int | None = None) -> StoredVersion:
     """A version and its parsed spec. Older formats are upgraded on the way."""
     record = store.get_version(dag_id, version)
+    return StoredVersion(record=record, spec=_spec(record))
+
+
+def _spec(record: VersionRecord) -> DagSpec:
     # The document passed the size cap when it was pushed; a lowered cap must not hide it.
-    spec = load_document(record.spec_json, max_bytes=sys.maxsize)
-    return StoredVersion(record=record, spec=spec)
+    return load_document(record.spec_json, max_bytes=sys.maxsize)
 
 
 def diff_versions(store: Store, dag_id: str, old: int, new: int) -> SpecDiff:
     return diff_specs(
         stored_version(store, dag_id, old).spec, stored_version(store, dag_id, new).spec
     )
+
+
+def stored_specs(store: Store, *, newest: int | None = None) -> Iterator[tuple[str, int, DagSpec]]:
+    """(dag_id, version, spec) of every DAG's versions, newest first; only ``newest`` of each."""
+    for summary in store.list_dags():
+        versions = store.list_versions(summary.dag_id)
+        chosen = versions[::-1] if newest is None else versions[: -newest - 1 : -1]
+        for record in chosen:
+            yield record.dag_id, record.version, _spec(record)

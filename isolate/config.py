@@ -31,10 +31,24 @@ class Settings:
     max_spec_bytes: int = 4 * MIB
     max_bundle_bytes: int = 32 * MIB
     paused_at_creation: bool = False
+    # The interpreter every env is built on. It must be executable by the users tasks run
+    # as: Debian's python3, not one under root's 0700 home.
+    env_python: str = "/usr/bin/python3"
+    env_builder: str = "uv"
+    # Where packages come from besides the index: local wheelhouses (a list in TOML, or
+    # directories separated by ':' in ISOLATE_FIND_LINKS), and whether to use the network.
+    find_links: tuple[str, ...] = ()
+    offline: bool = False
+    allow_direct_references: bool = False
+    build_on_push: bool = True
+    gc_keep_versions: int = 3
 
 
 _SIZE_KEYS = {"max_spec_bytes", "max_bundle_bytes"}
-_BOOL_KEYS = {"paused_at_creation"}
+_BOOL_KEYS = {"paused_at_creation", "offline", "allow_direct_references", "build_on_push"}
+_LIST_KEYS = {"find_links"}
+_INT_KEYS = {"gc_keep_versions"}
+_CHOICES = {"env_builder": ("uv", "virtualenv-pip")}
 
 
 @dataclass(frozen=True)
@@ -59,8 +73,8 @@ class Config:
         return not self.settings.database_url
 
     @property
-    def envs_dir(self) -> Path:
-        return self.home / "envs"
+    def envcache_dir(self) -> Path:
+        return self.home / "envcache"
 
     @property
     def logs_dir(self) -> Path:
@@ -150,6 +164,21 @@ def _coerce(key: str, value: Any) -> Any:
         }:
             return value.lower() in {"1", "true", "yes", "on"}
         raise UsageError(f"expected true or false, got {value!r}")
+    if key in _LIST_KEYS:
+        items = value.split(os.pathsep) if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise UsageError("expected a list of strings")
+        return tuple(item for item in items if item)
+    if key in _INT_KEYS:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"expected an integer, got {value!r}") from None
+        if isinstance(value, bool) or number < 1:
+            raise UsageError(f"expected a positive integer, got {value!r}")
+        return number
     if not isinstance(value, str):
         raise UsageError(f"expected a string, got {type(value).__name__}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise UsageError(f"expected one of {', '.join(_CHOICES[key])}, got {value!r}")
     return value

@@ -5,7 +5,7 @@ Layout (modes are the point: tenants traverse the home but never write into it):
     <home>/            0711  the admin's
       isolate.toml     0600  settings (may hold a database password)
       isolate.db       0600  the default SQLite store (and its -wal/-shm files)
-      envs/            0755  read-only virtualenvs, shared by versions with the same lock
+      envcache/        0755  read-only virtualenvs, shared by versions with the same lock
       logs/            0711  per-tenant task logs below
       run/             0755  the scheduler's socket
       tmp/             0700  scratch space on the same filesystem (atomic renames)
@@ -27,7 +27,7 @@ from isolate.errors import ConfigError
 if TYPE_CHECKING:
     from isolate.store import Store
 
-DIRECTORIES = {"envs": 0o755, "logs": 0o711, "run": 0o755, "tmp": 0o700}
+DIRECTORIES = {"envcache": 0o755, "logs": 0o711, "run": 0o755, "tmp": 0o700}
 HOME_MODE = 0o711
 
 _TEMPLATE = """\
@@ -38,6 +38,16 @@ _TEMPLATE = """\
 # max_bundle_bytes = "32M"
 # Whether a DAG pushed for the first time starts paused.
 # paused_at_creation = false
+# The interpreter envs are built on (must be executable by the users tasks run as),
+# the builder ("uv" or "virtualenv-pip"), and where packages come from.
+# env_python = "/usr/bin/python3"
+# env_builder = "uv"
+# find_links = ["/srv/wheelhouse"]
+# offline = false
+# Build a version's env when it is pushed (else on first use), and how many versions
+# of each DAG keep their env through `isolate gc`.
+# build_on_push = true
+# gc_keep_versions = 3
 """
 
 

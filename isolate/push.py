@@ -1,17 +1,20 @@
 """Pushing a DAG folder: serialize every DAG in the author's process, then store new versions.
 
-Everything is loaded and validated before anything is written: a bad folder stores nothing.
+Everything is loaded and validated before anything is written, and with ``build_on_push``
+each version's env is built first too: a bad folder or an unbuildable lock stores nothing.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from isolate.config import Settings
+from isolate.config import Config
 from isolate.dagfile import load_folder
+from isolate.environments import EnvResolver, spec_lock
 from isolate.store import NewVersion, Store
 
 
@@ -24,6 +27,8 @@ class PushResult:
     created: bool
     spec_hash: str
     tasks: int
+    env_key: str | None
+    env_built: bool
 
 
 def current_user() -> str:
@@ -39,12 +44,31 @@ def push_folder(
     store: Store,
     path: Path,
     *,
-    settings: Settings,
+    config: Config,
     pushed_by: str,
     message: str | None = None,
+    build: bool | None = None,
+    on_build: Callable[[str, str], None] | None = None,
 ) -> list[PushResult]:
-    """Push every DAG found at ``path``; unchanged DAGs get no new version."""
-    snapshot = load_folder(path, settings=settings)
+    """Push every DAG found at ``path``; unchanged DAGs get no new version.
+
+    ``build`` (default: the ``build_on_push`` setting) builds each version's env before it is
+    stored; ``on_build(dag_id, key)`` is called before a build that is not a cache hit.
+    """
+    build = config.settings.build_on_push if build is None else build
+    snapshot = load_folder(path, settings=config.settings)
+    for dag in snapshot.dags:
+        spec_lock(dag.spec, config)
+    keys: dict[str, str | None] = {dag.spec.dag_id: None for dag in snapshot.dags}
+    built: dict[str, bool] = {}
+    if build:
+        resolver = EnvResolver(config)
+        for dag in snapshot.dags:
+            key = resolver.key(dag.spec)
+            if on_build is not None and resolver.cache.get(key) is None:
+                on_build(dag.spec.dag_id, key)
+            env = resolver.ensure(dag.spec)
+            keys[dag.spec.dag_id], built[dag.spec.dag_id] = env.key, env.built
     results = []
     for dag in snapshot.dags:
         outcome = store.add_version(
@@ -59,7 +83,7 @@ def push_folder(
             ),
             pushed_by=pushed_by,
             message=message,
-            paused_at_creation=settings.paused_at_creation,
+            paused_at_creation=config.settings.paused_at_creation,
         )
         results.append(
             PushResult(
@@ -68,6 +92,8 @@ def push_folder(
                 created=outcome.created,
                 spec_hash=dag.spec_hash,
                 tasks=len(dag.spec.tasks),
+                env_key=keys[dag.spec.dag_id],
+                env_built=built.get(dag.spec.dag_id, False),
             )
         )
     return results

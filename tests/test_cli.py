@@ -27,7 +27,7 @@ def test_init_creates_a_home_with_tight_permissions(home: Path, cli) -> None:
     assert stat.S_IMODE(home.stat().st_mode) == 0o711
     assert modes["isolate.toml"] == 0o600
     assert modes["isolate.db"] == 0o600
-    assert modes["tmp"] == 0o700 and modes["envs"] == 0o755 and modes["logs"] == 0o711
+    assert modes["tmp"] == 0o700 and modes["envcache"] == 0o755 and modes["logs"] == 0o711
     again = cli("init")
     assert "checked isolate home" in again.stdout
 
@@ -37,7 +37,8 @@ def test_push_is_idempotent_and_versions_only_changes(cli, make_folder) -> None:
     first = push_json(cli, folder, "-m", "first")
     assert first[0]["dag_id"] == "etl" and first[0]["version"] == 1 and first[0]["status"] == "new"
     again = push_json(cli, folder)
-    assert again[0] == {**first[0], "status": "unchanged"}
+    assert first[0]["env_built"] is True and len(first[0]["env_key"]) == 64
+    assert again[0] == {**first[0], "status": "unchanged", "env_built": False}
     (folder / "etl.py").write_text(
         (folder / "etl.py").read_text().replace('"retries": 1', '"retries": 3')
     )

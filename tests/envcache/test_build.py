@@ -19,8 +19,9 @@ from envcache.errors import BuildError, CorruptEnvError, EnvCacheError, Lockfile
 from envcache.interpreter import Interpreter
 from envcache.lockfile import parse_requirements
 from envcache.manifest import MANIFEST_NAME, Manifest
+from tests.conftest import BIG, PYTHON, Wheelhouse
 from tests.envcache.builders import CountingUvBuilder
-from tests.envcache.conftest import BIG, PYTHON, MakeCache, Wheelhouse
+from tests.envcache.conftest import MakeCache
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,93 @@
+"""``isolate gc``: remove envs no recent DAG version, running task or pin needs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from cli.options import home_option, json_option
+from cli.output import print_json, short_hash
+from envcache import gc as envgc
+from isolate.config import load_config
+from isolate.durations import parse_duration
+from isolate.environments import EnvResolver
+from isolate.gc import gc_roots
+from isolate.home import open_store
+from isolate.push import current_user
+from isolate.units import format_size
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
+@click.option(
+    "--keep-versions",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Keep the envs of each DAG's latest N versions (default: gc_keep_versions).",
+)
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    help="Only remove envs neither used nor built within DURATION (e.g. 7d, 12h).",
+)
+@home_option
+@json_option
+def gc(
+    dry_run: bool,
+    keep_versions: int | None,
+    older_than: str | None,
+    home: str | None,
+    as_json: bool,
+) -> None:
+    """Remove envs that no DAG's recent versions and no pin need, then prune shared caches.
+
+    An env in use by a running task is never removed (it is skipped and reported).
+
+    \b
+    Example:
+      isolate gc --dry-run --keep-versions 2 --older-than 7d
+    """
+    config = load_config(home)
+    keep = keep_versions or config.settings.gc_keep_versions
+    age: timedelta | None = parse_duration(older_than) if older_than else None
+    resolver = EnvResolver(config)
+    with open_store(config) as store:
+        roots = gc_roots(store, resolver, keep_versions=keep)
+        plan = envgc.plan(envgc.facts(resolver.cache), roots, now=datetime.now(UTC), older_than=age)
+        report = None if dry_run else envgc.collect(resolver.cache, plan)
+        if report is not None:
+            store.audit(
+                current_user(),
+                "gc",
+                "",
+                details={
+                    "removed": [d.key for d in report.removed],
+                    "in_use": [d.key for d in report.in_use],
+                    "bytes_freed": report.bytes_freed,
+                },
+            )
+    if as_json:
+        print_json(
+            {
+                "dry_run": dry_run,
+                "keep": [{"key": d.key, "reason": d.reason, "size": d.size} for d in plan.keep],
+                "remove": [{"key": d.key, "reason": d.reason, "size": d.size} for d in plan.remove],
+                "in_use": [d.key for d in report.in_use] if report else [],
+                "bytes_freed": report.bytes_freed if report else 0,
+            }
+        )
+        return
+    for decision in plan.keep:
+        click.echo(f"keep    {short_hash(decision.key)}  {decision.reason}")
+    skipped = {d.key for d in report.in_use} if report else set()
+    verb = "would remove" if dry_run else "remove"
+    for decision in plan.remove:
+        size = "?" if decision.size is None else format_size(decision.size)
+        state = "  (in use: skipped)" if decision.key in skipped else ""
+        click.echo(f"{verb}  {short_hash(decision.key)}  {size}  {decision.reason}{state}")
+    if report is not None:
+        click.echo(f"removed {len(report.removed)} env(s), freed {format_size(report.bytes_freed)}")
+    else:
+        total = sum(d.size or 0 for d in plan.remove)
+        click.echo(f"dry run: would remove {len(plan.remove)} env(s), about {format_size(total)}")
