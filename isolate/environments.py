@@ -19,7 +19,7 @@ from envcache.interpreter import Interpreter
 from envcache.lock import Lock
 from envcache.lockfile import parse_pylock, parse_requirements
 from isolate.config import Config
-from isolate.errors import ValidationError
+from isolate.errors import IsolateError, ValidationError
 from isolate.model import DagSpec
 
 _PYLOCK = re.compile(r"(.*/)?pylock(\.[^./]+)?\.toml")
@@ -74,6 +74,10 @@ def spec_lock(spec: DagSpec, config: Config) -> Lock:
     return lock
 
 
+class EnvBusyError(IsolateError):
+    """An env that must be replaced is held by a running task."""
+
+
 @dataclass(frozen=True)
 class EnvFor:
     """The env of one DAG version: its key, and whether ``ensure`` had to build it."""
@@ -103,7 +107,12 @@ class EnvResolver:
         return {spec.environment.lock_hash: self.key(spec) for spec in specs}
 
     def ensure(self, spec: DagSpec, *, repair: bool = False) -> EnvFor:
-        """The version's env, built if missing. With ``repair``, a modified env is rebuilt."""
+        """The version's env, built if missing.
+
+        An existing env gets the quick check (sizes, modes, no extra files); with ``repair``
+        it gets the deep one (every file's digest) too, and a modified env is removed and
+        built again instead of raising :class:`CorruptEnvError`.
+        """
         lock = spec_lock(spec, self.config)
         interpreter = node_interpreter(self.config)
         key = self.cache.key_for(lock, interpreter)
@@ -111,12 +120,22 @@ class EnvResolver:
             existed = self.cache.get(key) is not None
         except CorruptEnvError:
             existed = True  # ensure() reports it (or repairs it)
+        if repair and existed and self.cache.verify(key, deep=True):
+            self._remove_damaged(key)
+            existed = False
         try:
             env = self.cache.ensure(lock, interpreter)
         except CorruptEnvError:
             if not repair:
                 raise
-            self.cache.remove(key)
+            self._remove_damaged(key)
             env = self.cache.ensure(lock, interpreter)
             existed = False
         return EnvFor(key=key, env=env, built=not existed)
+
+    def _remove_damaged(self, key: str) -> None:
+        if not self.cache.remove(key):
+            raise EnvBusyError(
+                f"env {key} was modified after its build but a task is using it: "
+                "try again when the task has finished"
+            )

@@ -97,6 +97,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.setenv("ISOLATE_HOME", str(path))
     monkeypatch.setenv("ISOLATE_OFFLINE", "true")  # tests never reach for the network
+    monkeypatch.setenv("ISOLATE_ENV_PYTHON", PYTHON)
     result = CliRunner().invoke(isolate, ["init"])
     assert result.exit_code == 0, result.output
     return path
