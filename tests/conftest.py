@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import isolate
+from tests.databases import SKIP_REASON, backend_label, drop_schema, server_urls
 from tests.envcache.wheels import make_wheel, sha256_of
 
 ETL_DAG = """
@@ -114,3 +115,23 @@ def cli(home: Path) -> Cli:
         return result
 
     return run
+
+
+def _database_params() -> list[object]:
+    params: list[object] = [pytest.param("sqlite", id="sqlite")]
+    urls = server_urls()
+    params += [pytest.param(url, id=backend_label(url)) for url in urls]
+    if not urls:
+        params.append(pytest.param("", id="servers", marks=pytest.mark.skip(reason=SKIP_REASON)))
+    return params
+
+
+@pytest.fixture(params=_database_params())
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database on each backend under test: SQLite, plus the servers configured."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'isolate.db'}"
+        return
+    drop_schema(request.param)
+    yield request.param
+    drop_schema(request.param)

@@ -15,33 +15,15 @@ from isolate.errors import StoreError
 from isolate.store import Store, migrate, tables
 from isolate.store.engine import make_engine
 from tests.databases import (
-    SKIP_REASON,
     TEST_TABLE_PREFIX,
-    backend_label,
-    drop_schema,
-    server_urls,
 )
 
 ISOLATE_TABLES = {"dags", "dag_versions", "blobs", "audit_log"}
 
 
-def _backends() -> list[object]:
-    params: list[object] = [pytest.param("sqlite", id="sqlite")]
-    urls = server_urls()
-    params += [pytest.param(url, id=backend_label(url)) for url in urls]
-    if not urls:
-        params.append(pytest.param("", id="servers", marks=pytest.mark.skip(reason=SKIP_REASON)))
-    return params
-
-
-@pytest.fixture(params=_backends())
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'isolate.db'}"
-        return
-    drop_schema(request.param)
-    yield request.param
-    drop_schema(request.param)
+@pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    return empty_db_url
 
 
 @pytest.fixture

@@ -16,31 +16,14 @@ import sqlalchemy as sa
 from isolate.errors import NotFoundError, StoreError, UsageError
 from isolate.store import NewVersion, Store, content_hash, migrate
 from isolate.store.tables import UTCDateTime
-from tests.databases import SKIP_REASON, backend_label, drop_schema, server_urls
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _backends() -> list[object]:
-    params: list[object] = [pytest.param("sqlite", id="sqlite")]
-    urls = server_urls()
-    params += [pytest.param(url, id=backend_label(url)) for url in urls]
-    if not urls:
-        params.append(pytest.param("", id="servers", marks=pytest.mark.skip(reason=SKIP_REASON)))
-    return params
-
-
-@pytest.fixture(params=_backends())
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'isolate.db'}"
-        migrate.upgrade(url)
-        yield url
-        return
-    drop_schema(request.param)
-    migrate.upgrade(request.param)
-    yield request.param
-    drop_schema(request.param)
+@pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    migrate.upgrade(empty_db_url)
+    return empty_db_url
 
 
 @pytest.fixture
