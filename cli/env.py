@@ -9,6 +9,7 @@ import click
 
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, short_hash
+from cli.progress import ticking
 from envcache.gc import facts
 from isolate.catalog import stored_version
 from isolate.config import load_config
@@ -90,7 +91,8 @@ def build(target: str, home: str | None) -> None:
     config = load_config(home)
     with open_store(config) as store:
         found = stored_version(store, dag_id, int(version) if version else None)
-    result = EnvResolver(config).ensure(found.spec, repair=True)
+    with ticking(f"env for {dag_id} v{found.record.version}"):
+        result = EnvResolver(config).ensure(found.spec, repair=True)
     what = "built" if result.built else "already built"
     click.echo(f"{dag_id} v{found.record.version}: env {result.key} {what} at {result.env.path}")
     for warning in result.env.warnings:

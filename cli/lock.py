@@ -49,7 +49,8 @@ def lock(
     offline: bool,
     home: str | None,
 ) -> None:
-    """Resolve FOLDER's requirements.in (or pylock.toml) into requirements.txt with hashes.
+    """Resolve FOLDER's requirements.in (or pylock.toml, or the requirements its DAGs declare)
+    into requirements.txt with hashes.
 
     The lock is for the interpreter envs are built on, and reproducible: the same inputs
     and package sources give the same file. Existing pins are kept unless -U/-P says so.
@@ -70,4 +71,4 @@ def lock(
         offline=offline,
     )
     state = "updated" if result.changed else "unchanged"
-    click.echo(f"{result.output}: {state}, {result.packages} packages from {result.source.name}")
+    click.echo(f"{result.output}: {state}, {result.packages} packages from {result.source}")

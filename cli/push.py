@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, short_hash
+from cli.progress import ticking
 from isolate.config import load_config
 from isolate.home import open_store
 from isolate.push import current_user, push_folder
@@ -46,7 +46,7 @@ def push(
             pushed_by=current_user(),
             message=message,
             build=build,
-            on_build=_announce_build,
+            building=lambda dag_id, key: ticking(f"building env {short_hash(key)} for {dag_id}"),
         )
     if as_json:
         print_json(
@@ -84,9 +84,3 @@ def _env_cell(key: str | None, built: bool) -> str:
     if key is None:
         return "not built"
     return f"{short_hash(key)} ({'built' if built else 'cached'})"
-
-
-def _announce_build(dag_id: str, key: str) -> None:
-    """Builds can take a while: say so on a terminal (stderr, so --json stays clean)."""
-    if sys.stderr.isatty():
-        click.echo(f"building env {short_hash(key)} for {dag_id} ...", err=True)

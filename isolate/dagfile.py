@@ -53,7 +53,19 @@ def is_dag_file(relpath: str, text: str) -> bool:
 def load_folder(path: Path, *, settings: Settings | None = None) -> FolderSnapshot:
     """Snapshot ``path`` (a DAG folder, or one DAG file in its folder) and serialize its DAGs."""
     settings = settings or Settings()
-    path = Path(path)
+    bundle, found = _load_dags(Path(path), settings)
+    loaded = tuple(_serialize(dag, rel, bundle, settings) for dag, rel in found)
+    return FolderSnapshot(bundle=bundle, dags=tuple(sorted(loaded, key=lambda d: d.spec.dag_id)))
+
+
+def declared_requirements(path: Path, *, settings: Settings | None = None) -> list[str]:
+    """The union of the ``requirements`` the DAGs at ``path`` declare (for ``isolate lock``)."""
+    _, found = _load_dags(Path(path), settings or Settings())
+    return sorted({req for dag, _ in found for req in dag.requirements})
+
+
+def _load_dags(path: Path, settings: Settings) -> tuple[Bundle, list[tuple[sdk.DAG, str]]]:
+    """Bundle the folder and import its DAG files from an extracted copy of the bundle."""
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
     only: str | None = None
@@ -78,8 +90,7 @@ def load_folder(path: Path, *, settings: Settings | None = None) -> FolderSnapsh
         found = _import_dags(root, dag_files)
     if not found:
         raise UsageError(f"{path}: the DAG files define no DAG")
-    loaded = tuple(_serialize(dag, rel, bundle, settings) for dag, rel in found)
-    return FolderSnapshot(bundle=bundle, dags=tuple(sorted(loaded, key=lambda d: d.spec.dag_id)))
+    return bundle, found
 
 
 def _text(data: bytes) -> str:

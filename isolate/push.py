@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,12 +49,13 @@ def push_folder(
     pushed_by: str,
     message: str | None = None,
     build: bool | None = None,
-    on_build: Callable[[str, str], None] | None = None,
+    building: Callable[[str, str], AbstractContextManager[object]] | None = None,
 ) -> list[PushResult]:
     """Push every DAG found at ``path``; unchanged DAGs get no new version.
 
     ``build`` (default: the ``build_on_push`` setting) builds each version's env before it is
-    stored; ``on_build(dag_id, key)`` is called before a build that is not a cache hit.
+    stored; a build that is not a cache hit runs inside ``building(dag_id, key)`` (e.g. to
+    show progress).
     """
     build = config.settings.build_on_push if build is None else build
     snapshot = load_folder(path, settings=config.settings)
@@ -65,9 +67,10 @@ def push_folder(
         resolver = EnvResolver(config)
         for dag in snapshot.dags:
             key = resolver.key(dag.spec)
-            if on_build is not None and resolver.cache.get(key) is None:
-                on_build(dag.spec.dag_id, key)
-            env = resolver.ensure(dag.spec)
+            hit = resolver.cache.get(key) is not None
+            around = nullcontext() if building is None or hit else building(dag.spec.dag_id, key)
+            with around:
+                env = resolver.ensure(dag.spec)
             keys[dag.spec.dag_id], built[dag.spec.dag_id] = env.key, env.built
     results = []
     for dag in snapshot.dags:

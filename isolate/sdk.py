@@ -74,6 +74,7 @@ class DAG:
         tags: Iterable[str] = (),
         default_args: Mapping[str, Any] | None = None,
         lockfile: str = "requirements.txt",
+        requirements: Iterable[str] = (),
     ) -> None:
         if not isinstance(dag_id, str) or not dag_id:
             raise DagDefinitionError(f"DAG id must be a non-empty string, got {dag_id!r}")
@@ -88,6 +89,11 @@ class DAG:
         self.params = _to_json(dict(params or {}), f"DAG {dag_id}: params", None)
         self.tags = sorted(set(tags))
         self.lockfile = lockfile
+        # Inputs of `isolate lock` when the folder has no requirements.in; not part of the
+        # serialized DAG (the lockfile is).
+        self.requirements = list(requirements)
+        if not all(isinstance(r, str) and r.strip() for r in self.requirements):
+            raise DagDefinitionError(f"DAG {dag_id}: requirements must be non-empty strings")
         self.tasks: dict[str, BaseTask] = {}
         args = dict(default_args or {})
         unknown = sorted(set(args) - set(_RETRY_KEYS) - set(_CALLBACK_KEYS))

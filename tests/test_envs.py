@@ -191,9 +191,23 @@ def test_lock_resolves_requirements_in_and_keeps_pins(
     assert push(cli, folder)[0]["version"] == 1
 
 
+def test_lock_from_the_requirements_dags_declare(cli, wheels_home, wheelhouse, make_folder) -> None:
+    declaring = TINY_DAG.replace(
+        'DAG("tiny")', 'DAG("tiny", requirements=["otherlib", "tinylib<2"])'
+    )
+    other = 'from isolate import DAG\nDAG("other", requirements=["tinylib<2"])\n'
+    folder = make_folder({"tiny.py": declaring, "other.py": other}, lock=None)
+    sources = ["--find-links", str(wheelhouse.path), "--no-index", "--offline"]
+    out = cli("lock", str(folder), *sources).stdout
+    assert "updated, 2 packages from the DAGs' requirements" in out
+    text = (folder / "requirements.txt").read_text()
+    assert "otherlib==1.0" in text and "tinylib==1.0" in text and "tmp" not in text
+    assert len(push(cli, folder)) == 2
+
+
 def test_lock_errors(cli, wheels_home, wheelhouse, make_folder) -> None:
     empty = make_folder({"tiny.py": TINY_DAG}, lock=None)
-    assert "no requirements.in or pylock.toml" in cli("lock", str(empty), expect=2).stderr
+    assert "nothing to lock" in cli("lock", str(empty), expect=2).stderr
     missing = make_folder({"requirements.in": "nothere==1.0\n"}, lock=None)
     err = cli(
         "lock",
@@ -246,3 +260,29 @@ def test_env_list_on_an_empty_node_and_unknown_keys(cli) -> None:
     assert json.loads(cli("env", "list", "--json").stdout) == []
     assert cli("env", "verify").stdout == ""
     cli("env", "pin", "abc", expect=2)
+
+
+def test_builds_show_progress_on_a_terminal(cli, wheels_home, wheelhouse, make_folder) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    folder = make_folder({"tiny.py": TINY_DAG}, lock=wheelhouse.lock("tinylib==2.0"))
+    push(cli, folder, "--no-build")
+    exe = Path(sys.executable).parent / "isolate"
+    primary, secondary = pty.openpty()
+    try:
+        done = subprocess.run(
+            [exe, "env", "build", "tiny"],
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            text=True,
+            env=dict(os.environ),
+            check=True,
+        )
+        os.close(secondary)
+        shown = os.read(primary, 65536).decode()
+    finally:
+        os.close(primary)
+    assert "env for tiny v1 ..." in shown and "done in" in shown
+    assert "built at" in done.stdout
