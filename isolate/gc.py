@@ -1,7 +1,8 @@
 """Which envs the node's DAG versions need: gc roots and "used by" for listings.
 
 The plan and its application are envcache's (:mod:`envcache.gc`); this module only knows
-which envs are roots: those of each DAG's latest ``keep_versions`` versions and admin pins.
+which envs are roots: those of each DAG's latest ``keep_versions`` versions, of versions
+pinned by queued or running runs, and admin pins.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
-from isolate.catalog import stored_specs
+from isolate.catalog import stored_specs, stored_version
 from isolate.environments import EnvResolver
 from isolate.store import Store
 
@@ -31,8 +32,12 @@ def gc_roots(
     keep_versions: int,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Env key -> why gc must keep it: a recent version of a DAG, or an admin pin."""
+    """Env key -> why gc must keep it: a recent version of a DAG, the version of a queued or
+    running run (whatever its age), or an admin pin."""
     roots: dict[str, str] = dict(extra or {})
+    for dag_id, version in sorted(store.runs.active_versions()):
+        spec = stored_version(store, dag_id, version).spec
+        roots.setdefault(resolver.key(spec), f"{dag_id} v{version} (has a queued or running run)")
     seen: set[str] = set()
     for dag_id, version, spec in stored_specs(store, newest=keep_versions):
         rank = f"one of the latest {keep_versions}" if dag_id in seen else "latest"

@@ -286,3 +286,36 @@ def test_builds_show_progress_on_a_terminal(cli, wheels_home, wheelhouse, make_f
         os.close(primary)
     assert "env for tiny v1 ..." in shown and "done in" in shown
     assert "built at" in done.stdout
+
+
+def test_gc_keeps_the_env_of_a_version_with_an_active_run(
+    cli, wheels_home, wheelhouse, make_folder
+) -> None:
+    from datetime import UTC, datetime
+
+    from isolate.states import RunState
+    from isolate.store import Store
+
+    folder = make_folder({"tiny.py": TINY_DAG}, lock=wheelhouse.lock("tinylib==1.0"))
+    old = push(cli, folder)[0]["env_key"]
+    (folder / "requirements.txt").write_text(wheelhouse.lock("tinylib==2.0"))
+    push(cli, folder)
+    with Store.open(f"sqlite:///{wheels_home / 'isolate.db'}") as store:
+        store.runs.create(
+            "tiny",
+            run_id="r1",
+            run_type="manual",
+            logical_date=datetime.now(UTC),
+            conf={},
+            created_by="test",
+            version=1,
+        )
+        store.runs.set_state("tiny", "r1", RunState.RUNNING)
+        kept = json.loads(cli("gc", "--keep-versions", "1", "--json").stdout)
+        assert kept["remove"] == []
+        assert {"key": old, "reason": "tiny v1 (has a queued or running run)"} in [
+            {"key": k["key"], "reason": k["reason"]} for k in kept["keep"]
+        ]
+        store.runs.set_state("tiny", "r1", RunState.SUCCESS)
+    done = json.loads(cli("gc", "--keep-versions", "1", "--json").stdout)
+    assert [d["key"] for d in done["remove"]] == [old]

@@ -14,11 +14,12 @@ from alembic.runtime.migration import MigrationContext
 from isolate.errors import StoreError
 from isolate.store import Store, migrate, tables
 from isolate.store.engine import make_engine
+from isolate.store.tables import metadata
 from tests.databases import (
     TEST_TABLE_PREFIX,
 )
 
-ISOLATE_TABLES = {"dags", "dag_versions", "blobs", "audit_log"}
+ISOLATE_TABLES = set(metadata.tables)
 
 
 @pytest.fixture

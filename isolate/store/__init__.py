@@ -12,6 +12,7 @@ from isolate.store.records import (
     DagSummary,
     NewVersion,
     PushOutcome,
+    RunRecord,
     VersionRecord,
 )
 from isolate.store.rows import content_hash
@@ -23,6 +24,7 @@ __all__ = [
     "DagSummary",
     "NewVersion",
     "PushOutcome",
+    "RunRecord",
     "Store",
     "VersionRecord",
     "content_hash",

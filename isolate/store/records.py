@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from isolate.states import RunState
+
 
 @dataclass(frozen=True)
 class DagRecord:
@@ -80,3 +82,20 @@ class PushOutcome:
 
     version: VersionRecord
     created: bool
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One DAG run, pinned to ``version`` for its whole life."""
+
+    dag_id: str
+    run_id: str
+    version: int
+    run_type: str
+    logical_date: datetime
+    state: RunState
+    conf: dict[str, Any]
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None

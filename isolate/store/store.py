@@ -26,6 +26,7 @@ from isolate.store.records import (
     PushOutcome,
     VersionRecord,
 )
+from isolate.store.runs import Runs
 from isolate.store.transactions import reading, write
 
 
@@ -37,6 +38,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.runs = Runs(engine)
 
     @classmethod
     def open(cls, url: str | URL, *, check_schema: bool = True) -> Store:

@@ -137,3 +137,32 @@ audit_log = sa.Table(
     sa.Index(None, "target", "id"),
     **_MYSQL_TABLE,
 )
+
+RUN_ID_LENGTH = 250
+RUN_STATES = ("queued", "running", "success", "failed")
+RUN_TYPES = ("scheduled", "manual")
+
+dag_runs = sa.Table(
+    "dag_runs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(DAG_ID_LENGTH), sa.ForeignKey("dags.dag_id"), nullable=False),
+    sa.Column("run_id", sa.String(RUN_ID_LENGTH), nullable=False),
+    # The version the run was created with; a later push never changes it.
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("run_type", sa.String(16), nullable=False),
+    sa.Column("logical_date", UTCDateTime(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("conf", LongText, nullable=False),
+    sa.Column("created_by", sa.String(ACTOR_LENGTH), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(["dag_id", "version"], ["dag_versions.dag_id", "dag_versions.version"]),
+    sa.UniqueConstraint("dag_id", "run_id"),
+    sa.CheckConstraint("state IN ('queued', 'running', 'success', 'failed')", name="state"),
+    sa.CheckConstraint("run_type IN ('scheduled', 'manual')", name="run_type"),
+    # "Active runs" (gc roots, max_active_runs) are found by state.
+    sa.Index(None, "state", "dag_id"),
+    **_MYSQL_TABLE,
+)

@@ -1,0 +1,189 @@
+"""Runs in the store: pinned to a version, guarded state transitions, audit, active versions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from isolate.errors import NotFoundError, UsageError
+from isolate.states import (
+    RunState,
+    TaskState,
+    TransitionError,
+    check_run,
+    check_task,
+)
+from isolate.store import NewVersion, Store, content_hash, migrate
+
+WHEN = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(empty_db_url: str) -> Iterator[Store]:
+    migrate.upgrade(empty_db_url)
+    with Store.open(empty_db_url) as opened:
+        yield opened
+
+
+def push(store: Store, dag_id: str, spec: str) -> int:
+    outcome = store.add_version(
+        NewVersion(
+            dag_id=dag_id,
+            spec_hash=content_hash(spec.encode()),
+            spec_json=spec,
+            bundle_hash=content_hash(b"b"),
+            bundle=b"b",
+            lock_hash=content_hash(b"l"),
+            lock=b"l",
+        ),
+        pushed_by="alice",
+        message=None,
+    )
+    return outcome.version.version
+
+
+def test_a_run_is_pinned_to_the_version_it_was_created_with(store: Store) -> None:
+    push(store, "etl", "v1")
+    run = store.runs.create(
+        "etl",
+        run_id="manual__1",
+        run_type="manual",
+        logical_date=WHEN,
+        conf={"x": 1},
+        created_by="bob",
+    )
+    assert (run.version, run.state, run.conf, run.logical_date) == (
+        1,
+        RunState.QUEUED,
+        {"x": 1},
+        WHEN,
+    )
+    push(store, "etl", "v2")
+    assert store.runs.get("etl", "manual__1").version == 1
+    older = store.runs.create(
+        "etl",
+        run_id="manual__2",
+        run_type="manual",
+        logical_date=WHEN,
+        conf={},
+        created_by="bob",
+        version=1,
+    )
+    assert older.version == 1
+    latest = store.runs.create(
+        "etl",
+        run_id="manual__3",
+        run_type="scheduled",
+        logical_date=WHEN,
+        conf={},
+        created_by="scheduler",
+    )
+    assert latest.version == 2
+    trigger = store.list_audit(target="etl")[0]
+    assert (trigger.action, trigger.actor, trigger.details["run_id"]) == (
+        "trigger",
+        "scheduler",
+        "manual__3",
+    )
+
+
+def test_create_refuses_unknown_dags_versions_and_duplicate_run_ids(store: Store) -> None:
+    with pytest.raises(NotFoundError, match="no DAG 'nope'"):
+        store.runs.create(
+            "nope", run_id="r", run_type="manual", logical_date=WHEN, conf={}, created_by="x"
+        )
+    push(store, "etl", "v1")
+    with pytest.raises(NotFoundError, match="has no version 5"):
+        store.runs.create(
+            "etl",
+            run_id="r",
+            run_type="manual",
+            logical_date=WHEN,
+            conf={},
+            created_by="x",
+            version=5,
+        )
+    store.runs.create(
+        "etl", run_id="r", run_type="manual", logical_date=WHEN, conf={}, created_by="x"
+    )
+    with pytest.raises(UsageError, match="already has a run 'r'"):
+        store.runs.create(
+            "etl", run_id="r", run_type="manual", logical_date=WHEN, conf={}, created_by="x"
+        )
+
+
+def test_states_move_only_along_allowed_transitions(store: Store) -> None:
+    push(store, "etl", "v1")
+    store.runs.create(
+        "etl", run_id="r", run_type="manual", logical_date=WHEN, conf={}, created_by="x"
+    )
+    with pytest.raises(TransitionError, match="a queued run cannot become success"):
+        store.runs.set_state("etl", "r", RunState.SUCCESS)
+    running = store.runs.set_state("etl", "r", RunState.RUNNING)
+    assert running.started_at is not None and running.ended_at is None
+    done = store.runs.set_state("etl", "r", RunState.FAILED)
+    assert done.ended_at is not None and done.state is RunState.FAILED
+    with pytest.raises(TransitionError):
+        store.runs.set_state("etl", "r", RunState.RUNNING)
+    again = store.runs.set_state("etl", "r", RunState.QUEUED)  # cleared to run again
+    assert again.ended_at is None
+    with pytest.raises(NotFoundError):
+        store.runs.set_state("etl", "missing", RunState.RUNNING)
+
+
+def test_active_versions_are_those_of_queued_and_running_runs(store: Store) -> None:
+    push(store, "a", "a1")
+    push(store, "b", "b1")
+    push(store, "b", "b2")
+    for dag_id, run_id, version in (("a", "1", 1), ("b", "1", 1), ("b", "2", 2)):
+        store.runs.create(
+            dag_id,
+            run_id=run_id,
+            run_type="manual",
+            logical_date=WHEN,
+            conf={},
+            created_by="x",
+            version=version,
+        )
+    store.runs.set_state("b", "1", RunState.RUNNING)
+    store.runs.set_state("b", "2", RunState.RUNNING)
+    store.runs.set_state("b", "2", RunState.SUCCESS)
+    assert store.runs.active_versions() == {("a", 1), ("b", 1)}
+    assert [r.run_id for r in store.runs.list("b", states={RunState.RUNNING})] == ["1"]
+    assert len(store.runs.list()) == 3
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "ok"),
+    [
+        (TaskState.NONE, TaskState.SCHEDULED, True),
+        (TaskState.SCHEDULED, TaskState.QUEUED, True),
+        (TaskState.QUEUED, TaskState.RUNNING, True),
+        (TaskState.RUNNING, TaskState.UP_FOR_RETRY, True),
+        (TaskState.UP_FOR_RETRY, TaskState.SCHEDULED, True),
+        (TaskState.RUNNING, TaskState.SUCCESS, True),
+        (TaskState.SUCCESS, TaskState.NONE, True),
+        (TaskState.NONE, TaskState.SUCCESS, False),
+        (TaskState.SCHEDULED, TaskState.RUNNING, False),
+        (TaskState.SUCCESS, TaskState.FAILED, False),
+        (TaskState.UP_FOR_RETRY, TaskState.RUNNING, False),
+        (TaskState.FAILED, TaskState.RUNNING, False),
+    ],
+)
+def test_task_transitions(old: TaskState, new: TaskState, ok: bool) -> None:
+    if ok:
+        check_task(old, new)
+    else:
+        with pytest.raises(TransitionError, match=f"a {old.value} task cannot become {new.value}"):
+            check_task(old, new)
+
+
+def test_every_state_has_a_rule() -> None:
+    for state in RunState:
+        with pytest.raises(TransitionError):
+            check_run(state, state)
+    for task_state in TaskState:
+        with pytest.raises(TransitionError):
+            check_task(task_state, task_state)
