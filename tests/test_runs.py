@@ -15,7 +15,9 @@ from isolate.states import (
     check_run,
     check_task,
 )
+from isolate.states import TaskState as S
 from isolate.store import NewVersion, Store, content_hash, migrate
+from isolate.store.tasks import StaleStateError
 
 WHEN = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -187,3 +189,60 @@ def test_every_state_has_a_rule() -> None:
     for task_state in TaskState:
         with pytest.raises(TransitionError):
             check_task(task_state, task_state)
+
+
+def test_a_run_gets_its_task_instances_in_the_same_transaction(store: Store) -> None:
+    push(store, "etl", "v1")
+    store.runs.create(
+        "etl",
+        run_id="r",
+        run_type="manual",
+        logical_date=WHEN,
+        conf={},
+        created_by="x",
+        task_ids=["load", "extract"],
+    )
+    tasks = store.tasks.list("etl", "r")
+    assert [(ti.task_id, ti.state, ti.try_number) for ti in tasks] == [
+        ("extract", S.NONE, 0),
+        ("load", S.NONE, 0),
+    ]
+
+
+def test_task_transitions_are_guarded_and_carry_attempt_fields(store: Store) -> None:
+    push(store, "etl", "v1")
+    store.runs.create(
+        "etl",
+        run_id="r",
+        run_type="manual",
+        logical_date=WHEN,
+        conf={},
+        created_by="x",
+        task_ids=["a"],
+    )
+    with pytest.raises(TransitionError, match="a none task cannot become running"):
+        store.tasks.transition("etl", "r", "a", S.RUNNING)
+    store.tasks.transition("etl", "r", "a", S.SCHEDULED, expect=S.NONE)
+    store.tasks.transition("etl", "r", "a", S.QUEUED, try_number=1)
+    running = store.tasks.transition(
+        "etl",
+        "r",
+        "a",
+        S.RUNNING,
+        started_at=WHEN,
+        pid=1234,
+        pid_started=1.5,
+        run_as="svc",
+        env_key="e" * 64,
+    )
+    assert (running.pid, running.run_as, running.try_number) == (1234, "svc", 1)
+    done = store.tasks.transition(
+        "etl", "r", "a", S.SUCCESS, expect=S.RUNNING, xcom={"rows": [1, 2]}, outcome="exited with 0"
+    )
+    assert done.xcom == {"rows": [1, 2]} and done.state is S.SUCCESS
+    with pytest.raises(StaleStateError, match="is success, not running"):
+        store.tasks.transition("etl", "r", "a", S.FAILED, expect=S.RUNNING)
+    with pytest.raises(UsageError, match="cannot set"):
+        store.tasks.transition("etl", "r", "a", S.NONE, queue="x")
+    with pytest.raises(NotFoundError, match="has no task 'b'"):
+        store.tasks.get("etl", "r", "b")

@@ -13,6 +13,7 @@ from isolate.store.records import (
     NewVersion,
     PushOutcome,
     RunRecord,
+    TaskInstanceRecord,
     VersionRecord,
 )
 from isolate.store.rows import content_hash
@@ -26,6 +27,7 @@ __all__ = [
     "PushOutcome",
     "RunRecord",
     "Store",
+    "TaskInstanceRecord",
     "VersionRecord",
     "content_hash",
 ]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from isolate.states import RunState
+from isolate.states import RunState, TaskState
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,24 @@ class RunRecord:
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TaskInstanceRecord:
+    """One task of one run: its state and its current (or last) attempt."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    state: TaskState
+    try_number: int
+    next_try_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    pid: int | None
+    pid_started: float | None
+    run_as: str | None
+    env_key: str | None
+    outcome: str | None
+    xcom: Any
+    updated_at: datetime

@@ -6,6 +6,7 @@ The scheduler and ``isolate trigger`` create runs; gc asks which versions active
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from isolate.states import ACTIVE_RUN_STATES, RunState, check_run
 from isolate.store import rows
 from isolate.store import tables as t
 from isolate.store.records import RunRecord
+from isolate.store.tasks import insert_for_run
 from isolate.store.transactions import reading, write
 
 
@@ -52,8 +54,10 @@ class Runs:
         conf: dict[str, Any],
         created_by: str,
         version: int | None = None,
+        task_ids: Sequence[str] = (),
     ) -> RunRecord:
-        """A queued run of ``version`` (default: the latest), audited as a trigger."""
+        """A queued run of ``version`` (default: the latest), audited as a trigger, with a task
+        instance (state ``none``) for each of ``task_ids``, all in one transaction."""
 
         def work(conn: Connection) -> RunRecord:
             now = rows.utcnow()
@@ -87,6 +91,7 @@ class Runs:
                 "ended_at": None,
             }
             conn.execute(t.dag_runs.insert().values(**values))
+            insert_for_run(conn, dag_id, run_id, list(task_ids))
             details = {"run_id": run_id, "version": pinned, "run_type": run_type}
             rows.insert_audit(conn, now, created_by, "trigger", dag_id, "ok", details)
             return _select_one(conn, dag_id, run_id)

@@ -27,6 +27,7 @@ from isolate.store.records import (
     VersionRecord,
 )
 from isolate.store.runs import Runs
+from isolate.store.tasks import TaskInstances
 from isolate.store.transactions import reading, write
 
 
@@ -39,6 +40,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.runs = Runs(engine)
+        self.tasks = TaskInstances(engine)
 
     @classmethod
     def open(cls, url: str | URL, *, check_schema: bool = True) -> Store:

@@ -166,3 +166,44 @@ dag_runs = sa.Table(
     sa.Index(None, "state", "dag_id"),
     **_MYSQL_TABLE,
 )
+
+TASK_STATES = (
+    "none",
+    "scheduled",
+    "queued",
+    "running",
+    "success",
+    "failed",
+    "up_for_retry",
+    "upstream_failed",
+    "skipped",
+)
+
+task_instances = sa.Table(
+    "task_instances",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(DAG_ID_LENGTH), nullable=False),
+    sa.Column("run_id", sa.String(RUN_ID_LENGTH), nullable=False),
+    sa.Column("task_id", sa.String(DAG_ID_LENGTH), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    # Attempts started so far; the current (or last) attempt's number.
+    sa.Column("try_number", sa.Integer(), nullable=False),
+    sa.Column("next_try_at", UTCDateTime(), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    # The attempt's process, to tell after a scheduler crash whether it still runs.
+    sa.Column("pid", sa.Integer(), nullable=True),
+    sa.Column("pid_started", sa.Float(), nullable=True),
+    sa.Column("run_as", sa.String(ACTOR_LENGTH), nullable=True),
+    sa.Column("env_key", sa.String(64), nullable=True),
+    sa.Column("outcome", sa.Text(), nullable=True),
+    sa.Column("xcom", LongText, nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(["dag_id", "run_id"], ["dag_runs.dag_id", "dag_runs.run_id"]),
+    sa.UniqueConstraint("dag_id", "run_id", "task_id"),
+    sa.CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in TASK_STATES) + ")", name="state"),
+    sa.CheckConstraint("try_number >= 0", name="try_number"),
+    sa.Index(None, "state"),
+    **_MYSQL_TABLE,
+)

@@ -1,0 +1,151 @@
+"""Task instances in the store: one row per task of a run, moved through guarded states.
+
+Every change is a transition checked by :mod:`isolate.states`, made under a row lock; a
+caller that says which state it expects (``expect=``) loses cleanly, with
+:class:`StaleStateError`, to a concurrent change instead of overwriting it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+
+from isolate.errors import NotFoundError, UsageError
+from isolate.states import TaskState, TransitionError, check_task
+from isolate.store import rows
+from isolate.store import tables as t
+from isolate.store.records import TaskInstanceRecord
+from isolate.store.transactions import reading, write
+
+# Columns a transition may set besides the state.
+_FIELDS = frozenset(
+    {
+        "try_number",
+        "next_try_at",
+        "started_at",
+        "ended_at",
+        "pid",
+        "pid_started",
+        "run_as",
+        "env_key",
+        "outcome",
+        "xcom",
+    }
+)
+
+
+class StaleStateError(TransitionError):
+    """The task instance was not in the state the caller expected: someone else moved it."""
+
+
+def task_record(row: Row[Any]) -> TaskInstanceRecord:
+    return TaskInstanceRecord(
+        dag_id=row.dag_id,
+        run_id=row.run_id,
+        task_id=row.task_id,
+        state=TaskState(row.state),
+        try_number=row.try_number,
+        next_try_at=row.next_try_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        pid=row.pid,
+        pid_started=row.pid_started,
+        run_as=row.run_as,
+        env_key=row.env_key,
+        outcome=row.outcome,
+        xcom=None if row.xcom is None else json.loads(row.xcom),
+        updated_at=row.updated_at,
+    )
+
+
+def insert_for_run(conn: Connection, dag_id: str, run_id: str, task_ids: list[str]) -> None:
+    """Create the run's task instances (state ``none``, no attempt yet)."""
+    now = rows.utcnow()
+    if task_ids:
+        conn.execute(
+            t.task_instances.insert(),
+            [
+                {
+                    "dag_id": dag_id,
+                    "run_id": run_id,
+                    "task_id": task_id,
+                    "state": TaskState.NONE.value,
+                    "try_number": 0,
+                    "updated_at": now,
+                }
+                for task_id in task_ids
+            ],
+        )
+
+
+class TaskInstances:
+    """The ``task_instances`` table. Reached as ``Store.tasks``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def list(self, dag_id: str, run_id: str) -> list[TaskInstanceRecord]:
+        """The run's task instances, by task id."""
+        ti = t.task_instances.c
+        query = (
+            sa.select(t.task_instances)
+            .where(ti.dag_id == dag_id, ti.run_id == run_id)
+            .order_by(ti.task_id)
+        )
+        with reading(self.engine) as conn:
+            return [task_record(row) for row in conn.execute(query)]
+
+    def get(self, dag_id: str, run_id: str, task_id: str) -> TaskInstanceRecord:
+        with reading(self.engine) as conn:
+            return _select_one(conn, dag_id, run_id, task_id, lock=False)
+
+    def transition(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        state: TaskState,
+        *,
+        expect: TaskState | None = None,
+        **fields: Any,
+    ) -> TaskInstanceRecord:
+        """Move a task instance to ``state`` and set ``fields`` in one guarded update."""
+        unknown = set(fields) - _FIELDS
+        if unknown:
+            raise UsageError(f"cannot set {sorted(unknown)} on a task instance")
+        if "xcom" in fields and fields["xcom"] is not None:
+            fields["xcom"] = json.dumps(fields["xcom"], sort_keys=True)
+
+        def work(conn: Connection) -> TaskInstanceRecord:
+            current = _select_one(conn, dag_id, run_id, task_id, lock=True)
+            if expect is not None and current.state is not expect:
+                raise StaleStateError(
+                    f"task {task_id} of run {run_id} is {current.state.value}, "
+                    f"not {expect.value}: it changed meanwhile"
+                )
+            check_task(current.state, state)
+            ti = t.task_instances.c
+            conn.execute(
+                t.task_instances.update()
+                .where(ti.dag_id == dag_id, ti.run_id == run_id, ti.task_id == task_id)
+                .values(state=state.value, updated_at=rows.utcnow(), **fields)
+            )
+            return _select_one(conn, dag_id, run_id, task_id, lock=False)
+
+        return write(self.engine, f"change the state of task {task_id!r}", work)
+
+
+def _select_one(
+    conn: Connection, dag_id: str, run_id: str, task_id: str, *, lock: bool
+) -> TaskInstanceRecord:
+    ti = t.task_instances.c
+    query = sa.select(t.task_instances).where(
+        ti.dag_id == dag_id, ti.run_id == run_id, ti.task_id == task_id
+    )
+    row = conn.execute(query.with_for_update() if lock else query).first()
+    if row is None:
+        raise NotFoundError(f"run {run_id!r} of DAG {dag_id!r} has no task {task_id!r}")
+    return task_record(row)
