@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs isolate into .venv and takes it for a spin in a throwaway home: init, push the
-# example DAG folder, push again (nothing changes), then list, show and history.
+# Installs isolate into .venv and takes it for a spin in a throwaway home: init, lock and
+# push the example DAG folder (its env is built), push again (nothing changes), then list,
+# show, history, the env it runs in, and what gc would do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3.11}
@@ -14,8 +15,11 @@ export ISOLATE_HOME="$home/home"
 run() { printf '\n$ %s\n' "$*"; "$@"; }
 PATH="$PWD/.venv/bin:$PATH"
 run isolate init
+run isolate lock examples/etl --offline
 run isolate push examples/etl -m "first version"
 run isolate push examples/etl
 run isolate dags list
 run isolate dags show example.etl
 run isolate dags history example.etl
+run isolate env list
+run isolate gc --dry-run
