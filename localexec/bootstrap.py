@@ -1,0 +1,251 @@
+"""The task process's entry script: the "dumb worker" that runs inside a DAG's own env.
+
+The supervisor runs a copy of this file as ``<env>/bin/python -I bootstrap.py``. It imports
+the standard library only (this project is not installed in the env, and must not be:
+DESIGN.md, "the worker is dumb"). It
+
+1. reads its context, one JSON document, from the inherited fd named by ``ISOLATE_CTX_FD``
+   until EOF, then closes that fd;
+2. puts the bundle dir, then the SDK dir, first on ``sys.path``;
+3. imports ``module:attr`` (a dotted attr is allowed) and unwraps a TaskFlow ``TaskFunction``;
+4. ``task`` mode: replaces ``{"$xcom": task_id}`` references in the (already rendered) args and
+   kwargs by the upstream values, adds the context keys the callable asks for (Airflow's
+   convention: parameters named like a context key, or all keys for ``**kwargs``), calls it;
+   ``callback`` mode: calls ``callable(context)``;
+5. writes one JSON message to the fd named by ``ISOLATE_XCOM_FD``: ``{"xcom": value}`` on
+   success, ``{"error": "one line"}`` on failure. Never pickle: the supervisor parses JSON
+   only (DESIGN.md: task output is hostile data).
+
+Exit codes: 0 success, 1 the callable (or its result) failed, 2 the context was unusable.
+Tracebacks go to stderr, which the supervisor has pointed at the attempt's log.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import inspect
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+CTX_FD_VAR = "ISOLATE_CTX_FD"
+XCOM_FD_VAR = "ISOLATE_XCOM_FD"
+XCOM_REF_KEY = "$xcom"  # isolate.model.XCOM_REF_KEY; this file imports nothing of isolate
+# The keys a callable may ask for by name, as in Airflow's task context.
+CONTEXT_KEYS = (
+    "dag_id",
+    "task_id",
+    "run_id",
+    "logical_date",
+    "ds",
+    "ds_nodash",
+    "ts",
+    "ts_nodash",
+    "try_number",
+    "params",
+    "conf",
+)
+_READ_CHUNK = 1 << 16
+_ERROR_CHARS = 2000
+
+
+class BootstrapError(Exception):
+    """The context or the callable path is unusable: a problem of the run, not of the task."""
+
+
+def read_context(fd: int) -> dict[str, Any]:
+    """The JSON context from ``fd`` (a pipe or an anonymous file), read until EOF."""
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(fd, _READ_CHUNK)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        # The task's own code must not find the context fd open (nor read it twice).
+        os.close(fd)
+    try:
+        context = json.loads(b"".join(chunks))
+    except ValueError as exc:
+        raise BootstrapError(f"the context is not JSON: {exc}") from None
+    if not isinstance(context, dict):
+        raise BootstrapError("the context is not a JSON object")
+    return context
+
+
+def load_callable(path: str) -> Callable[..., Any]:
+    """``module.sub:attr.inner`` imported; a TaskFlow ``TaskFunction`` gives its function."""
+    module_name, sep, attr_path = path.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise BootstrapError(f"invalid callable {path!r}: expected 'module.path:attribute'")
+    target: Any = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        target = getattr(target, part)
+    # ``@task`` wraps the function in isolate.sdk.TaskFunction; outside a DAG it would call
+    # the function too, but the plain function gives inspect.signature the real parameters.
+    function = getattr(target, "function", None)
+    if type(target).__name__ == "TaskFunction" and callable(function):
+        target = function
+    if not callable(target):
+        raise BootstrapError(f"{path} is a {type(target).__name__}, not a callable")
+    return target  # type: ignore[no-any-return]
+
+
+def resolve_xcoms(value: Any, xcoms: Mapping[str, Any]) -> Any:
+    """``value`` with every ``{"$xcom": task_id}`` replaced by that upstream task's value."""
+    if isinstance(value, dict):
+        if len(value) == 1 and XCOM_REF_KEY in value:
+            source = value[XCOM_REF_KEY]
+            if source not in xcoms:
+                raise BootstrapError(f"no XCom from upstream task {source!r} in the context")
+            return xcoms[source]
+        return {key: resolve_xcoms(item, xcoms) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve_xcoms(item, xcoms) for item in value]
+    return value
+
+
+def task_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The Airflow-style context: ``logical_date`` as an aware datetime, the rest as sent."""
+    out = {key: context.get(key) for key in CONTEXT_KEYS}
+    if isinstance(out["logical_date"], str):
+        out["logical_date"] = datetime.datetime.fromisoformat(out["logical_date"])
+    return out
+
+
+def context_kwargs(
+    function: Callable[..., Any],
+    args: list[Any],
+    kwargs: Mapping[str, Any],
+    available: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The context keys ``function`` asks for and that its arguments do not already bind."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some builtins have no signature: give them nothing
+        return {}
+    try:
+        bound = set(signature.bind_partial(*args, **kwargs).arguments)
+    except TypeError as exc:
+        raise TypeError(f"{_name(function)}: the task's arguments do not fit: {exc}") from None
+    wanted: set[str] = set()
+    for name, parameter in signature.parameters.items():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            wanted.update(available)
+        elif name in available and parameter.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        ):
+            wanted.add(name)
+    # A name already bound by the task's own arguments is the author's value, not the context's.
+    skip = bound | set(kwargs)
+    return {name: available[name] for name in sorted(wanted - skip)}
+
+
+def _name(function: Callable[..., Any]) -> str:
+    return getattr(function, "__qualname__", None) or repr(function)
+
+
+def encode_xcom(value: Any, limit: int | None) -> bytes:
+    """The success message for ``value``; a clear error if it is not JSON or too large."""
+    try:
+        data = json.dumps({"xcom": value}, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"the task's return value is not JSON-serializable ({exc}); return None, a bool, "
+            "number, string, or lists/dicts of those (XCom is JSON, never pickle)"
+        ) from None
+    except RecursionError:
+        raise TypeError("the task's return value is nested too deeply to send as JSON") from None
+    if limit is not None and len(data) > limit:
+        raise ValueError(
+            f"the task's return value is {len(data)} bytes of JSON, over the XCom limit of "
+            f"{limit} bytes; write large results to storage and return a reference"
+        )
+    return data
+
+
+def send(fd: int | None, data: bytes) -> None:
+    if fd is None:
+        return
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def one_line(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    text = " ".join(text.split())
+    return text[:_ERROR_CHARS]
+
+
+def run(context: Mapping[str, Any], xcom_fd: int | None) -> None:
+    """Import and call the context's callable; send its result. Raises on any failure."""
+    for entry in reversed([context.get("sdk_dir"), context.get("bundle_dir")]):
+        if entry:
+            # The bundle wins over the SDK dir, and both over the env's site-packages.
+            sys.path.insert(0, str(entry))
+    function = load_callable(str(context.get("callable") or ""))
+    available = task_context(context)
+    mode = context.get("mode", "task")
+    if mode == "callback":
+        callback_context = {**available, **dict(context.get("callback_context") or {})}
+        function(callback_context)
+        send(xcom_fd, b'{"xcom":null}')
+        return
+    if mode != "task":
+        raise BootstrapError(f"unknown mode {mode!r}")
+    xcoms = context.get("xcoms") or {}
+    args = resolve_xcoms(list(context.get("args") or []), xcoms)
+    kwargs = resolve_xcoms(dict(context.get("kwargs") or {}), xcoms)
+    extra = context_kwargs(function, args, kwargs, available)
+    result = function(*args, **kwargs, **extra)
+    send(xcom_fd, encode_xcom(result, context.get("xcom_max_bytes")))
+
+
+def _fd_from_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def main() -> NoReturn:
+    # stdout goes to a log file: line buffering keeps it in order with stderr's lines.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    xcom_fd: int | None = None
+    try:
+        xcom_fd = _fd_from_env(XCOM_FD_VAR)
+        ctx_fd = _fd_from_env(CTX_FD_VAR)
+        if ctx_fd is None:
+            raise BootstrapError(f"{CTX_FD_VAR} is not set: run this script from the supervisor")
+        context = read_context(ctx_fd)
+    except (BootstrapError, ValueError, OSError) as exc:
+        print(f"isolate bootstrap: {exc}", file=sys.stderr)
+        _report(xcom_fd, f"isolate bootstrap: {exc}")
+        sys.exit(2)
+    try:
+        run(context, xcom_fd)
+    except SystemExit:
+        raise  # sys.exit(n) in the task: exit n (the supervisor treats 0 without XCom as failed)
+    except BaseException as exc:
+        traceback.print_exc()
+        _report(xcom_fd, one_line(exc))
+        sys.stderr.flush()
+        sys.exit(1)
+    sys.exit(0)
+
+
+def _report(xcom_fd: int | None, message: str) -> None:
+    try:
+        send(xcom_fd, json.dumps({"error": message}).encode())
+    except OSError:
+        pass  # the supervisor refused the pipe (e.g. an over-size write); the log has it
+
+
+if __name__ == "__main__":
+    main()

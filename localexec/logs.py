@@ -1,0 +1,67 @@
+"""Per-try log files: created exclusively by the supervisor, a header, the output, a footer.
+
+The supervisor creates the file, so a task (or another tenant) cannot point it elsewhere:
+``O_EXCL`` refuses an existing file and ``O_NOFOLLOW`` a symlink planted at the path (CERT
+FIO32-C/POS35-C: check-then-open races are avoided by letting open() fail). ``O_APPEND`` keeps
+the footer after whatever the task wrote through its inherited copy of the fd.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from localexec.attempt import Attempt, Outcome
+
+LOG_MODE = 0o600
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_APPEND | os.O_CLOEXEC
+
+
+def create_log(path: Path) -> int:
+    """A new log file at ``path``, mode 0600, opened for appending; never an existing file."""
+    fd = os.open(path, _FLAGS, LOG_MODE)
+    try:
+        os.fchmod(fd, LOG_MODE)  # exact whatever the umask
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def header(attempt: Attempt, started_at: dt.datetime) -> bytes:
+    """The supervisor's lines before the task's output (the child adds its pid and user)."""
+    ctx = attempt.context
+    what = attempt.callable if attempt.kind != "command" else _command_text(attempt.command)
+    lines = [
+        "--- isolate attempt",
+        f"dag: {ctx.get('dag_id')}  run: {ctx.get('run_id')}  task: {ctx.get('task_id')}  "
+        f"try: {ctx.get('try_number')}",
+        f"kind: {attempt.kind}  {what}",
+        f"version: {attempt.version}  env: {attempt.env_key}",
+        f"started: {started_at.isoformat()}",
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def process_line(pid: int, user: str) -> bytes:
+    """Written by the child itself after the privilege drop: who actually runs the task."""
+    return f"pid: {pid}  user: {user}\n---\n".encode()
+
+
+def footer(outcome: Outcome, ended_at: dt.datetime) -> bytes:
+    status = "success" if outcome.ok else "failed"
+    return (
+        f"\n--- isolate outcome: {status}: {outcome.message}\n"
+        f"duration: {outcome.duration:.3f}s  ended: {ended_at.isoformat()}\n"
+    ).encode()
+
+
+def _command_text(command: str | object) -> str:
+    return command if isinstance(command, str) else " ".join(map(str, command or ()))  # type: ignore[call-overload]
