@@ -1,0 +1,246 @@
+"""``isolate scheduler``, ``isolate trigger``, ``isolate runs ...`` and ``isolate tasks logs``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+import click
+
+from cli.options import home_option, json_option
+from cli.output import print_json, print_table, short_hash
+from isolate.config import load_config
+from isolate.errors import NotFoundError, UsageError
+from isolate.home import open_store
+from isolate.push import current_user
+from isolate.store import RunRecord, Store
+from isolate.triggering import trigger as trigger_run
+from localexec.scheduler import Scheduler
+from localexec.workspace import Workspace
+
+
+@click.command()
+@click.option(
+    "--parallelism",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Attempts running at once.",
+)
+@click.option("--until-idle", is_flag=True, help="Exit once nothing is runnable or running.")
+@home_option
+def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
+    """Run the scheduler: create runs, start tasks in their envs, record outcomes.
+
+    SIGTERM or SIGINT stop it after the current tick; running attempts are settled by the
+    next scheduler's start.
+
+    \b
+    Example:
+      isolate scheduler --parallelism 8
+    """
+    config = load_config(home)
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    with open_store(config) as store:
+        Scheduler(config, store, parallelism=parallelism).run(
+            until_idle=until_idle, stop=lambda: stopping
+        )
+
+
+@click.command()
+@click.argument("dag_id")
+@click.option("--conf", metavar="JSON", help='Run configuration, e.g. \'{"params": {"x": 1}}\'.')
+@click.option("--version", type=int, metavar="N", help="Pin this version (default: latest).")
+@home_option
+@json_option
+def trigger(
+    dag_id: str, conf: str | None, version: int | None, home: str | None, as_json: bool
+) -> None:
+    """Queue a manual run of a DAG, pinned to its latest (or the given) version.
+
+    \b
+    Example:
+      isolate trigger etl --conf '{"params": {"region": "us"}}'
+    """
+    try:
+        parsed = json.loads(conf) if conf else None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--conf is not valid JSON: {exc}") from None
+    with open_store(load_config(home)) as store:
+        run = trigger_run(store, dag_id, actor=current_user(), conf=parsed, version=version)
+    if as_json:
+        print_json(_run_json(run))
+    else:
+        click.echo(f"queued {run.dag_id} run {run.run_id} (version {run.version})")
+
+
+def _run_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "dag_id": run.dag_id,
+        "run_id": run.run_id,
+        "version": run.version,
+        "run_type": run.run_type,
+        "logical_date": run.logical_date,
+        "state": run.state.value,
+        "conf": run.conf,
+        "created_by": run.created_by,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+    }
+
+
+@click.group()
+def runs() -> None:
+    """DAG runs: list them, or show one task by task."""
+
+
+@runs.command("list")
+@click.argument("dag_id", required=False)
+@home_option
+@json_option
+def list_(dag_id: str | None, home: str | None, as_json: bool) -> None:
+    """List runs, newest first.
+
+    \b
+    Example:
+      isolate runs list etl --json
+    """
+    with open_store(load_config(home)) as store:
+        found = store.runs.list(dag_id)
+    if as_json:
+        print_json([_run_json(r) for r in found])
+        return
+    print_table(
+        ["DAG_ID", "RUN_ID", "VERSION", "STATE", "STARTED", "ENDED"],
+        [[r.dag_id, r.run_id, r.version, r.state.value, r.started_at, r.ended_at] for r in found],
+    )
+
+
+def _find_run(store: Store, run_id: str, dag_id: str | None) -> RunRecord:
+    matches = [r for r in store.runs.list(dag_id) if r.run_id == run_id]
+    if not matches:
+        raise NotFoundError(f"no run {run_id!r}")
+    if len(matches) > 1:
+        raise UsageError(f"run id {run_id!r} exists in several DAGs: add --dag")
+    return matches[0]
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--dag", "dag_id", metavar="DAG_ID", help="The run's DAG, if its id is ambiguous.")
+@home_option
+@json_option
+def show(run_id: str, dag_id: str | None, home: str | None, as_json: bool) -> None:
+    """Show a run's tasks: state, try, duration, user, env, outcome.
+
+    \b
+    Example:
+      isolate runs show manual__2024-01-01T00:00:00.000000+00:00
+    """
+    with open_store(load_config(home)) as store:
+        run = _find_run(store, run_id, dag_id)
+        tasks = store.tasks.list(run.dag_id, run.run_id)
+    rows = []
+    for ti in tasks:
+        duration = (
+            (ti.ended_at - ti.started_at).total_seconds() if ti.ended_at and ti.started_at else None
+        )
+        rows.append(
+            {
+                "task_id": ti.task_id,
+                "state": ti.state.value,
+                "try_number": ti.try_number,
+                "duration": duration,
+                "run_as": ti.run_as,
+                "env_key": ti.env_key,
+                "outcome": ti.outcome,
+                "xcom": ti.xcom,
+            }
+        )
+    if as_json:
+        print_json({**_run_json(run), "tasks": rows})
+        return
+    click.echo(f"{run.dag_id} {run.run_id}: {run.state.value} (version {run.version})")
+    print_table(
+        ["TASK_ID", "STATE", "TRY", "DURATION", "USER", "ENV", "OUTCOME"],
+        [
+            [
+                r["task_id"],
+                r["state"],
+                r["try_number"],
+                "-" if r["duration"] is None else f"{r['duration']:.1f}s",
+                r["run_as"],
+                short_hash(r["env_key"]),
+                r["outcome"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@click.group()
+def tasks() -> None:
+    """Task instances of runs."""
+
+
+@tasks.command()
+@click.argument("run_id")
+@click.argument("task_id")
+@click.option("--try", "try_number", type=click.IntRange(min=1), help="A try (default: latest).")
+@click.option("--dag", "dag_id", metavar="DAG_ID", help="The run's DAG, if its id is ambiguous.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing while the try runs.")
+@home_option
+def logs(
+    run_id: str,
+    task_id: str,
+    try_number: int | None,
+    dag_id: str | None,
+    follow: bool,
+    home: str | None,
+) -> None:
+    """Print the log of one try of a task.
+
+    \b
+    Example:
+      isolate tasks logs scheduled__2024-01-01T00:00:00+00:00 load --try 2
+    """
+    config = load_config(home)
+    with open_store(config) as store:
+        run = _find_run(store, run_id, dag_id)
+        ti = store.tasks.get(run.dag_id, run.run_id, task_id)
+        number = try_number or ti.try_number
+        if number < 1:
+            raise NotFoundError(f"task {task_id} of run {run_id} has not started yet")
+        path = Workspace.log_file(config, run.dag_id, run.run_id, task_id, number)
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            raise NotFoundError(f"no log for try {number} of {task_id} in run {run_id}") from None
+        with handle:
+            while True:
+                chunk = handle.read(65536)
+                if chunk:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+                    continue
+                if (
+                    not follow
+                    or store.tasks.get(run.dag_id, run.run_id, task_id).try_number != number
+                    or not _running(store, run, task_id)
+                ):
+                    break
+                time.sleep(0.5)
+
+
+def _running(store: Store, run: RunRecord, task_id: str) -> bool:
+    return store.tasks.get(run.dag_id, run.run_id, task_id).state.value in ("queued", "running")

@@ -1,0 +1,411 @@
+"""The scheduler loop: create runs, decide what is runnable, start attempts, record outcomes.
+
+One process. Each tick: scheduled runs are created from the timetables of unpaused DAGs;
+every active run is planned (:mod:`localexec.planner`) against its pinned version and the
+decisions are applied as guarded transitions in the store; scheduled tasks are started
+while executor slots are free; finished attempts are recorded, and retries decided here,
+never by a worker. At start, attempts left queued or running by a previous scheduler are
+settled by the normal rules (their processes are killed if still alive).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+
+from envcache.errors import EnvCacheError
+from isolate.catalog import stored_version
+from isolate.config import Config
+from isolate.environments import EnvResolver
+from isolate.errors import IsolateError
+from isolate.model import DagSpec, TaskSpec
+from isolate.push import current_user
+from isolate.states import ACTIVE_RUN_STATES, RunState, TaskState
+from isolate.store import RunRecord, Store, TaskInstanceRecord
+from isolate.triggering import scheduled_run_id
+from localexec import supervisor
+from localexec.attempt import Attempt, Outcome, Running, make_context
+from localexec.executor import Executor, Finished
+from localexec.planner import TaskView, plan_run
+from localexec.retries import next_attempt
+from localexec.timetable import due_intervals
+from localexec.workspace import Workspace
+
+TaskKey = tuple[str, str, str]  # dag_id, run_id, task_id
+
+
+@dataclass
+class _Started:
+    """What the scheduler keeps of a running attempt until its outcome is recorded."""
+
+    try_number: int
+    held: ExitStack  # the env's use lock, released when the attempt ends
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        parallelism: int = 4,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.workspace = Workspace(config)
+        self.envs = EnvResolver(config)
+        self.executor: Executor[TaskKey] = Executor(parallelism)
+        self._started: dict[TaskKey, _Started] = {}
+        self._specs: dict[tuple[str, int], DagSpec] = {}
+        self.user = current_user()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, *, until_idle: bool = False, stop: Callable[[], bool] = lambda: False) -> None:
+        """Tick until ``stop()`` says so or, with ``until_idle``, nothing is left to do."""
+        self.recover()
+        while not stop():
+            busy = self.tick()
+            if until_idle and not busy:
+                return
+            self.record(self.executor.finished(timeout=self.poll_interval))
+
+    def tick(self) -> bool:
+        """One pass; returns whether anything is still active (runs or attempts)."""
+        now = self.clock()
+        self.record(self.executor.finished())
+        self.create_scheduled_runs(now)
+        runnable: list[tuple[RunRecord, TaskSpec, TaskInstanceRecord]] = []
+        active = self.store.runs.list(states=set(ACTIVE_RUN_STATES))
+        running_per_dag: dict[str, int] = {}
+        for run in active:
+            if run.state is RunState.RUNNING:
+                running_per_dag[run.dag_id] = running_per_dag.get(run.dag_id, 0) + 1
+        for run in sorted(active, key=lambda r: (r.logical_date, r.run_id)):
+            spec = self.spec(run.dag_id, run.version)
+            if run.state is RunState.QUEUED:
+                if running_per_dag.get(run.dag_id, 0) >= spec.max_active_runs:
+                    continue
+                run = self.store.runs.set_state(run.dag_id, run.run_id, RunState.RUNNING)
+                running_per_dag[run.dag_id] = running_per_dag.get(run.dag_id, 0) + 1
+            runnable += self.advance(run, spec, now)
+        for run, task, ti in runnable:
+            if self.executor.free_slots <= 0:
+                break
+            self.launch(run, task, ti)
+        still_active = self.store.runs.list(states=set(ACTIVE_RUN_STATES))
+        return bool(still_active) or self.executor.busy
+
+    def spec(self, dag_id: str, version: int) -> DagSpec:
+        if (dag_id, version) not in self._specs:
+            self._specs[dag_id, version] = stored_version(self.store, dag_id, version).spec
+        return self._specs[dag_id, version]
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def create_scheduled_runs(self, now: datetime) -> None:
+        """Runs for every due interval of every unpaused DAG, on its latest version."""
+        for summary in self.store.list_dags():
+            if summary.is_paused or summary.latest_version is None:
+                continue
+            spec = self.spec(summary.dag_id, summary.latest_version)
+            if spec.schedule is None:
+                continue
+            scheduled = [
+                r for r in self.store.runs.list(summary.dag_id) if r.run_type == "scheduled"
+            ]
+            last = max((r.logical_date for r in scheduled), default=None)
+            for interval in due_intervals(spec, last=last, now=now, limit=spec.max_active_runs):
+                self.store.runs.create(
+                    spec.dag_id,
+                    run_id=scheduled_run_id(interval.start),
+                    run_type="scheduled",
+                    logical_date=interval.start,
+                    conf={},
+                    created_by="scheduler",
+                    version=summary.latest_version,
+                    task_ids=list(spec.task_ids),
+                )
+
+    def advance(
+        self, run: RunRecord, spec: DagSpec, now: datetime
+    ) -> list[tuple[RunRecord, TaskSpec, TaskInstanceRecord]]:
+        """Apply the planner's decisions to one run; returns its tasks ready to start."""
+        tis = {ti.task_id: ti for ti in self.store.tasks.list(run.dag_id, run.run_id)}
+        views = {task_id: TaskView(ti.state, ti.next_try_at) for task_id, ti in tis.items()}
+        plan = plan_run(spec, views, now)
+        tasks = self.store.tasks
+        for task_id in plan.schedule:
+            tis[task_id] = tasks.transition(
+                run.dag_id, run.run_id, task_id, TaskState.SCHEDULED, expect=TaskState.NONE
+            )
+        for task_id in plan.retry_now:
+            tis[task_id] = tasks.transition(
+                run.dag_id, run.run_id, task_id, TaskState.SCHEDULED, expect=TaskState.UP_FOR_RETRY
+            )
+        for task_id in plan.skip:
+            tasks.transition(
+                run.dag_id,
+                run.run_id,
+                task_id,
+                TaskState.SKIPPED,
+                expect=TaskState.NONE,
+                ended_at=now,
+            )
+        for task_id in plan.upstream_failed:
+            tasks.transition(
+                run.dag_id,
+                run.run_id,
+                task_id,
+                TaskState.UPSTREAM_FAILED,
+                expect=TaskState.NONE,
+                ended_at=now,
+            )
+        if plan.finished is not None:
+            self.store.runs.set_state(run.dag_id, run.run_id, plan.finished)
+            return []
+        return [
+            (run, spec.task(task_id), ti)
+            for task_id, ti in sorted(tis.items())
+            if ti.state is TaskState.SCHEDULED
+            and (run.dag_id, run.run_id, task_id) not in self._started
+        ]
+
+    # -- attempts ------------------------------------------------------------------------
+
+    def launch(self, run: RunRecord, task: TaskSpec, ti: TaskInstanceRecord) -> None:
+        """Queue the next try of ``ti``, prepare it and start it (or record why it could not)."""
+        key = (run.dag_id, run.run_id, task.task_id)
+        try_number = ti.try_number + 1
+        self.store.tasks.transition(
+            *key, TaskState.QUEUED, expect=TaskState.SCHEDULED, try_number=try_number
+        )
+        held = ExitStack()
+        try:
+            attempt = self.prepare(run, task, try_number, held)
+        except (IsolateError, EnvCacheError, OSError) as exc:
+            held.close()
+            self.settle(run, task, try_number, ok=False, message=f"could not start: {exc}")
+            return
+        self._started[key] = _Started(try_number, held)
+
+        def on_start(running: Running) -> None:
+            self.store.tasks.transition(
+                *key,
+                TaskState.RUNNING,
+                expect=TaskState.QUEUED,
+                started_at=running.started_at,
+                pid=running.pid,
+                pid_started=running.start_time,
+                run_as=self.user,
+                env_key=attempt.env_key,
+            )
+
+        try:
+            self.executor.submit(key, attempt, on_start)
+        except OSError as exc:
+            self._started.pop(key).held.close()
+            self.settle(run, task, try_number, ok=False, message=f"could not start: {exc}")
+
+    def prepare(self, run: RunRecord, task: TaskSpec, try_number: int, held: ExitStack) -> Attempt:
+        spec = self.spec(run.dag_id, run.version)
+        env = self.envs.ensure(spec)  # built now if it is missing; a modified env fails the try
+        held.enter_context(self.envs.cache.use(env.key))
+        bundle = self.workspace.bundle_dir(self.store, spec.bundle_hash)
+        work, log = self.workspace.attempt_paths(
+            run.dag_id, run.run_id, task.task_id, str(try_number)
+        )
+        tis = {ti.task_id: ti for ti in self.store.tasks.list(run.dag_id, run.run_id)}
+        policy = task.effective_retry(spec.defaults)
+        return Attempt(
+            kind=task.kind,
+            python=env.env.python,
+            bootstrap=self.workspace.runtime.bootstrap,
+            bundle_dir=bundle,
+            sdk_dir=self.workspace.runtime.sdk_dir,
+            work_dir=work,
+            log_path=log,
+            context=self.context(run, spec, task, try_number),
+            xcoms={up: tis[up].xcom for up in task.upstream if tis[up].xcom is not None},
+            callable=task.callable,
+            args=list(task.args),
+            kwargs=dict(task.kwargs or {}),
+            command=task.command
+            if isinstance(task.command, str)
+            else list(task.command or ()) or None,
+            env=dict(task.env),
+            limits=task.limits,
+            execution_timeout=policy.execution_timeout,
+            version=run.version,
+            env_key=env.key,
+        )
+
+    def context(
+        self, run: RunRecord, spec: DagSpec, task: TaskSpec, try_number: int
+    ) -> dict[str, Any]:
+        return make_context(
+            dag_id=run.dag_id,
+            task_id=task.task_id,
+            run_id=run.run_id,
+            logical_date=run.logical_date,
+            try_number=try_number,
+            params=_params(spec, run),
+            conf=run.conf,
+        )
+
+    def record(self, finished: list[Finished[TaskKey]]) -> None:
+        """Record outcomes: success with its XCom, else a retry or a failure by the policy."""
+        for item in finished:
+            started = self._started.pop(item.key, None)
+            if started is not None:
+                started.held.close()
+            dag_id, run_id, task_id = item.key
+            run = self.store.runs.get(dag_id, run_id)
+            task = self.spec(dag_id, run.version).task(task_id)
+            try_number = (
+                started.try_number if started else item.running.attempt.context["try_number"]
+            )
+            self.settle(
+                run,
+                task,
+                try_number,
+                ok=item.outcome.ok,
+                message=_message(item.outcome),
+                outcome=item.outcome,
+            )
+
+    def settle(
+        self,
+        run: RunRecord,
+        task: TaskSpec,
+        try_number: int,
+        *,
+        ok: bool,
+        message: str,
+        outcome: Outcome | None = None,
+    ) -> None:
+        key = (run.dag_id, run.run_id, task.task_id)
+        current = self.store.tasks.get(*key).state
+        now = self.clock()
+        if ok and outcome is not None:
+            self.store.tasks.transition(
+                *key,
+                TaskState.SUCCESS,
+                expect=current,
+                ended_at=now,
+                outcome=message,
+                xcom=outcome.xcom if outcome.has_xcom else None,
+            )
+            self.callback(run, task, try_number, "on_success")
+            return
+        policy = task.effective_retry(self.spec(run.dag_id, run.version).defaults)
+        retry_at = next_attempt(policy, try_number, now)
+        if retry_at is not None:
+            self.store.tasks.transition(
+                *key,
+                TaskState.UP_FOR_RETRY,
+                expect=current,
+                ended_at=now,
+                outcome=message,
+                next_try_at=retry_at,
+            )
+            self.callback(run, task, try_number, "on_retry")
+        else:
+            self.store.tasks.transition(
+                *key, TaskState.FAILED, expect=current, ended_at=now, outcome=message
+            )
+            self.callback(run, task, try_number, "on_failure")
+
+    def callback(self, run: RunRecord, task: TaskSpec, try_number: int, event: str) -> None:
+        """Run the task's ``event`` callback, if any, as its own short process in the env."""
+        spec = self.spec(run.dag_id, run.version)
+        target = getattr(task.effective_callbacks(spec.defaults), event)
+        if target is None:
+            return
+        try:
+            env = self.envs.ensure(spec)
+            work, log = self.workspace.attempt_paths(
+                run.dag_id, run.run_id, task.task_id, f"{try_number}.{event}"
+            )
+            attempt = Attempt(
+                kind="callback",
+                python=env.env.python,
+                bootstrap=self.workspace.runtime.bootstrap,
+                bundle_dir=self.workspace.bundle_dir(self.store, spec.bundle_hash),
+                sdk_dir=self.workspace.runtime.sdk_dir,
+                work_dir=work,
+                log_path=log,
+                context=self.context(run, spec, task, try_number),
+                callable=target,
+                callback_context={"event": event},
+                execution_timeout=60,
+                env_key=env.key,
+            )
+            supervisor.run(attempt)
+        except (IsolateError, EnvCacheError, OSError):
+            pass  # a callback never changes the task's outcome; its log says what happened
+
+    def recover(self) -> None:
+        """Settle attempts a previous scheduler left queued or running (it was killed)."""
+        for run in self.store.runs.list(states=set(ACTIVE_RUN_STATES)):
+            spec = self.spec(run.dag_id, run.version)
+            for ti in self.store.tasks.list(run.dag_id, run.run_id):
+                if ti.state is TaskState.QUEUED:
+                    self.store.tasks.transition(
+                        run.dag_id,
+                        run.run_id,
+                        ti.task_id,
+                        TaskState.SCHEDULED,
+                        expect=TaskState.QUEUED,
+                    )
+                elif ti.state is TaskState.RUNNING:
+                    killed = _kill_if_alive(ti.pid, ti.pid_started)
+                    why = "the scheduler restarted; the attempt " + (
+                        "was killed" if killed else "had ended"
+                    )
+                    self.settle(run, spec.task(ti.task_id), ti.try_number, ok=False, message=why)
+
+
+def _params(spec: DagSpec, run: RunRecord) -> dict[str, Any]:
+    """The DAG's params, overridden by a trigger's ``conf["params"]`` when it gives some."""
+    given = run.conf.get("params")
+    return {**spec.params, **given} if isinstance(given, dict) else dict(spec.params)
+
+
+def _message(outcome: Outcome) -> str:
+    parts = [outcome.message]
+    if outcome.start_error:
+        parts.append(outcome.start_error)
+    elif outcome.error:
+        parts.append(outcome.error)
+    return ": ".join(dict.fromkeys(parts))[:2000]
+
+
+def _kill_if_alive(pid: int | None, started: float | None) -> bool:
+    """Kill the process group of ``pid`` if it is still the attempt's process (same start time)."""
+    if pid is None or started is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if abs(process.create_time() - started) > 0.01:
+            return False  # the pid was reused by another process
+        os.killpg(pid, signal.SIGKILL)  # the attempt's process leads its own group (setsid)
+    except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+        return False
+    for _ in range(50):
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.02)
+    return True

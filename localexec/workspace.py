@@ -1,0 +1,77 @@
+"""Where attempts live on disk: extracted bundles, per-try work dirs and logs, runtime files.
+
+<home>/bundles/<hex>/                 one extracted bundle per hash, read-only (0755/0444)
+<home>/work/<dag>/<run>/<task>/<try>/ a fresh directory per attempt (0700)
+<home>/logs/<dag>/<run>/<task>/<try>.log
+<home>/runtime/                       bootstrap.py and the SDK files tasks import
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from envcache import tree
+from isolate.bundles import extract_bundle
+from isolate.config import Config
+from isolate.store import Store
+from localexec.runtime import RuntimeFiles, install_runtime
+
+
+def _segment(text: str) -> str:
+    """A path segment from an id (ids never hold "/"; run ids may hold ":" and "+")."""
+    if not text or text in (".", "..") or "/" in text or "\x00" in text:
+        raise ValueError(f"{text!r} cannot name a directory")
+    return text
+
+
+class Workspace:
+    def __init__(self, config: Config) -> None:
+        self.home = config.home
+        self.bundles = self.home / "bundles"
+        self.work = self.home / "work"
+        self.logs = config.logs_dir
+        for path, mode in ((self.bundles, 0o755), (self.work, 0o711), (self.logs, 0o711)):
+            path.mkdir(mode=mode, exist_ok=True)
+        self.runtime: RuntimeFiles = install_runtime(self.home / "runtime")
+
+    def bundle_dir(self, store: Store, bundle_hash: str) -> Path:
+        """The version's bundle, extracted once and shared read-only by its attempts."""
+        final = self.bundles / bundle_hash.removeprefix("sha256:")
+        if final.is_dir():
+            return final
+        staging = self.bundles / f".{final.name}.{secrets.token_hex(4)}"
+        try:
+            extract_bundle(store.get_blob(bundle_hash), staging, expected_hash=bundle_hash)
+            tree.make_read_only(staging)
+            os.chmod(staging, tree.READ_ONLY_DIR)
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+        finally:
+            if staging.exists():
+                tree.remove_tree(staging)  # another scheduler thread or process won the race
+        return final
+
+    def attempt_paths(
+        self, dag_id: str, run_id: str, task_id: str, label: str
+    ) -> tuple[Path, Path]:
+        """(a fresh work dir, the log path) of a try (``label`` "3") or callback ("3.on_retry")."""
+        parts = (_segment(dag_id), _segment(run_id), _segment(task_id))
+        work = self.work.joinpath(*parts, _segment(label))
+        work.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+        if work.exists():
+            tree.remove_tree(work)  # left by a try that never started
+        work.mkdir(mode=0o700)
+        log_dir = self.logs.joinpath(*parts)
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        return work, log_dir / f"{label}.log"
+
+    @staticmethod
+    def log_file(config: Config, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
+        """Where a try's log is, without preparing anything (for readers)."""
+        parts = (_segment(dag_id), _segment(run_id), _segment(task_id))
+        return config.logs_dir.joinpath(*parts, f"{try_number}.log")
