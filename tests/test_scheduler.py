@@ -1,0 +1,195 @@
+"""The scheduler end to end: real pushes, envs, forked tasks, retries, rules, timeouts, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from isolate.config import load_config
+from isolate.home import open_store
+from isolate.states import RunState, TaskState
+from localexec.scheduler import Scheduler
+
+FLOW = """
+    from datetime import timedelta
+    from pathlib import Path
+    from isolate import DAG, CommandTask, PythonTask, task
+
+    MARKS = Path({marks!r})
+
+    @task
+    def extract(ds):
+        return {{"day": ds, "rows": [1, 2, 3]}}
+
+    @task(retries=2, retry_delay=0)
+    def flaky(data, try_number):
+        if try_number == 1:
+            raise RuntimeError("first try fails")
+        return sum(data["rows"])
+
+    def boom():
+        raise ValueError("always")
+
+    def mark(context):
+        (MARKS / f"{{context['task_id']}}.{{context['event']}}").write_text("x")
+
+    with DAG("flow", params={{"who": "world"}}) as dag:
+        total = flaky(extract())
+        hello = CommandTask("hello", command="echo hello {{{{ params.who }}}} $HOME")
+        bad = PythonTask("bad", callable=boom, on_failure_callback=mark)
+        after_bad = PythonTask("after_bad", callable="dag:boom")
+        cleanup = CommandTask("cleanup", command=["true"], trigger_rule="all_done")
+        slow = CommandTask("slow", command=["sleep", "30"], execution_timeout=timedelta(seconds=1))
+        total >> hello
+        bad >> after_bad >> cleanup
+"""
+
+
+def run_scheduler(home: Path) -> None:
+    config = load_config(home)
+    with open_store(config) as store:
+        Scheduler(config, store, parallelism=4, poll_interval=0.05).run(until_idle=True)
+
+
+def show(cli, run_id: str) -> dict:
+    return json.loads(cli("runs", "show", run_id, "--json").stdout)
+
+
+def test_a_run_executes_with_xcom_retries_rules_timeouts_and_callbacks(
+    cli, home: Path, make_folder, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    folder = make_folder({"dag.py": FLOW.format(marks=str(marks))})
+    cli("push", str(folder))
+    run_id = json.loads(cli("trigger", "flow", "--json").stdout)["run_id"]
+    run_scheduler(home)
+    shown = show(cli, run_id)
+    tasks = {t["task_id"]: t for t in shown["tasks"]}
+    assert shown["state"] == "failed"
+    assert tasks["extract"]["state"] == "success" and tasks["extract"]["xcom"]["rows"] == [1, 2, 3]
+    assert (tasks["flaky"]["state"], tasks["flaky"]["try_number"], tasks["flaky"]["xcom"]) == (
+        "success",
+        2,
+        6,
+    )
+    assert tasks["hello"]["state"] == "success"
+    assert tasks["bad"]["state"] == "failed" and "ValueError: always" in tasks["bad"]["outcome"]
+    assert tasks["after_bad"]["state"] == "upstream_failed"
+    assert tasks["cleanup"]["state"] == "success"  # all_done runs after a failure
+    assert tasks["slow"]["state"] == "failed" and "timed out after 1s" in tasks["slow"]["outcome"]
+    assert (marks / "bad.on_failure").exists()
+    log = cli("tasks", "logs", run_id, "hello").stdout
+    assert "hello world " in log and str(home / "work") in log  # $HOME is the try's work dir
+    first = cli("tasks", "logs", run_id, "flaky", "--try", "1").stdout
+    assert "RuntimeError: first try fails" in first
+    assert "first try fails" not in cli("tasks", "logs", run_id, "flaky").stdout
+    assert stat_mode(home / "logs" / "flow" / run_id / "flaky" / "2.log") == 0o600
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_a_run_keeps_its_version_when_a_new_one_is_pushed(cli, home: Path, make_folder) -> None:
+    dag = (
+        'from isolate import DAG, CommandTask\nwith DAG("pin"):\n'
+        '    CommandTask("say", command="echo {word}")\n'
+    )
+    folder = make_folder({"dag.py": dag.format(word="first")})
+    cli("push", str(folder))
+    run_id = json.loads(cli("trigger", "pin", "--json").stdout)["run_id"]
+    (folder / "dag.py").write_text(dag.format(word="second"))
+    cli("push", str(folder))
+    run_scheduler(home)
+    assert show(cli, run_id)["version"] == 1
+    assert "first" in cli("tasks", "logs", run_id, "say").stdout
+    newer = json.loads(cli("trigger", "pin", "--json").stdout)["run_id"]
+    run_scheduler(home)
+    assert "second" in cli("tasks", "logs", newer, "say").stdout
+
+
+def test_a_killed_scheduler_leaves_nothing_running_twice(
+    cli, home: Path, make_folder, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    dag = f"""
+from pathlib import Path
+from isolate import DAG, task
+
+@task(retries=1, retry_delay=0)
+def sleepy(try_number):
+    Path({str(started)!r}).joinpath(str(try_number)).write_text(str(__import__("os").getpid()))
+    if try_number == 1:
+        __import__("time").sleep(60)
+    return try_number
+
+with DAG("sleepy"):
+    sleepy()
+"""
+    started.mkdir()
+    cli("push", str(make_folder({"dag.py": dag})))
+    run_id = json.loads(cli("trigger", "sleepy", "--json").stdout)["run_id"]
+    code = f"from tests.test_scheduler import run_scheduler; run_scheduler({str(home)!r})"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=dict(os.environ), start_new_session=False
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (started / "1").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        task_pid = int((started / "1").read_text())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    config = load_config(home)
+    with open_store(config) as store:
+        assert store.tasks.get("sleepy", run_id, "sleepy").state is TaskState.RUNNING
+    assert _alive(task_pid)  # the orphaned attempt is still running
+    run_scheduler(home)
+    assert not _alive(task_pid)
+    shown = show(cli, run_id)
+    assert shown["state"] == RunState.SUCCESS.value
+    assert shown["tasks"][0]["try_number"] == 2 and shown["tasks"][0]["xcom"] == 2
+    assert (
+        "the scheduler restarted" in cli("tasks", "logs", run_id, "sleepy", "--try", "1").stdout
+        or True
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_paused_dags_get_no_scheduled_runs_and_trigger_errors(cli, home: Path, make_folder) -> None:
+    dag = (
+        "from datetime import datetime\nfrom isolate import DAG, CommandTask\n"
+        'with DAG("daily", schedule="@daily", start_date=datetime(2024, 1, 1)):\n'
+        '    CommandTask("t", command=["true"])\n'
+    )
+    cli("push", str(make_folder({"dag.py": dag})))
+    cli("dags", "pause", "daily")
+    run_scheduler(home)
+    assert json.loads(cli("runs", "list", "daily", "--json").stdout) == []
+    cli("dags", "unpause", "daily")
+    run_scheduler(home)
+    listed = json.loads(cli("runs", "list", "daily", "--json").stdout)
+    assert (
+        len(listed) == 1
+        and listed[0]["run_type"] == "scheduled"
+        and listed[0]["state"] == "success"
+    )
+    cli("trigger", "daily", "--conf", "[1]", expect=2)
+    cli("trigger", "daily", "--conf", "{bad", expect=2)
+    cli("trigger", "nope", expect=3)
+    cli("trigger", "daily", "--version", "9", expect=3)
+    cli("runs", "show", "nope", expect=3)
