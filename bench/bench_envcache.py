@@ -41,7 +41,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from envcache import tree, uv
-from envcache.backends import Builder, Sources, UvBuilder, VirtualenvPipBuilder
+from envcache.backends import Builder, UvBuilder, VirtualenvPipBuilder
 from envcache.cache import EnvCache
 from envcache.interpreter import Interpreter
 from envcache.lock import Lock
@@ -169,6 +169,8 @@ class Usage:
     """st_blocks * 512 of each distinct inode, what ``du`` counts."""
     dirs: int = 0
     dir_bytes: int = 0
+    link_bytes: int = 0
+    """Symlinks short enough live in the inode (ext4: under 60 bytes) and take no block."""
 
 
 def disk_usage(*roots: Path) -> Usage:
@@ -183,24 +185,13 @@ def disk_usage(*roots: Path) -> Usage:
             continue
         seen.add((info.st_dev, info.st_ino))
         usage.allocated += info.st_blocks * 512
+        if stat.S_ISLNK(info.st_mode):
+            usage.link_bytes += info.st_blocks * 512
         if stat.S_ISDIR(info.st_mode):
             usage.dirs += 1
             usage.dir_bytes += info.st_blocks * 512
             stack.extend(os.path.join(path, name) for name in os.listdir(path))
     return usage
-
-
-class NoBytecodeUvBuilder(UvBuilder):
-    """Diagnostic only: the uv builder without the bytecode step (tasks would run slower)."""
-
-    name = "uv-bench-no-bytecode"
-
-    def build(
-        self, dest: Path, python: str, requirements: Path, *, sources: Sources, cache_dir: Path
-    ) -> dict[str, str]:
-        self._create(dest, python, cache_dir)
-        self._install(dest, requirements, sources, cache_dir)
-        return self.tool_versions(dest)
 
 
 def clean_env(home: Path) -> dict[str, str]:
@@ -302,14 +293,14 @@ def run(
 
     uv_cache = cache("uv", UvBuilder())
     pip_cache = cache("pip", VirtualenvPipBuilder())
-    nopyc_cache = cache("uv-no-bytecode", NoBytecodeUvBuilder())
+    plain_cache = cache("uv-plain", UvBuilder(), dedupe=False)
     baseline_env = clean_env(work / "home")
     (work / "home").mkdir()
 
     started = time.perf_counter()
     cold = {
         "uv": timed(lambda: uv_cache.ensure(lock, interpreter)),
-        "nopyc": timed(lambda: nopyc_cache.ensure(lock, interpreter)),
+        "plain": timed(lambda: plain_cache.ensure(lock, interpreter)),
         "pip": timed(lambda: pip_cache.ensure(lock, interpreter)),
         "venv": timed(lambda: venv_pip(work / "venv0", house, requirements, baseline_env)),
     }
@@ -335,8 +326,10 @@ def run(
     print(f"work dir {work} (wheelhouse copy and caches on one filesystem: {same_fs})")
     names = ", ".join(f"{n}=={v}" for n, v in BASE)
     print(f"lock: {len(BASE)} packages: {names}")
-    print(f"env: {len(env.manifest.files)} paths, {env.manifest.total_size / MIB:.1f} MiB", end="")
-    print(f" (uv, hardlinked from uv's cache: {env.manifest.links.hardlinked} files)")
+    shared = [uv_cache.trees.load(digest) for digest in env.manifest.trees.values()]
+    print(f"env: {env.manifest.total_size / MIB:.1f} MiB; {len(env.manifest.files)} paths", end=" ")
+    print(f"of its own + {len(shared)} shared trees of {sum(len(t.files) for t in shared)} paths")
+    print(f"  (uv, hardlinked from uv's cache: {env.manifest.links.hardlinked} files)")
     print(f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')} here;")
     print("  envcache builds run their tools with a clean environment and compile every .py of")
     print("  the env at build time (compileall, unchecked-hash .pyc); the venv + pip baseline")
@@ -344,8 +337,11 @@ def run(
     print("how each env is installed (offline, from the wheelhouse copy, hashes required):")
     print("  envcache uv:     uv venv --relocatable; uv pip sync --link-mode hardlink --no-index")
     print("  envcache v+pip:  virtualenv --no-setuptools; pip install --no-deps --no-compile")
-    print("                   (both: + compileall, manifest with sha256 of every file,")
-    print("                   read-only, fsync, atomic rename, dedupe into objects/)")
+    print("                   (both: + link each package dir to a shared tree in objects/trees,")
+    print("                   compile the trees new to the cache and the env's own files,")
+    print("                   manifest with sha256 of every file, read-only, fsync, atomic")
+    print("                   rename, dedupe the env's own files into objects/; with")
+    print("                   dedupe=False: no sharing at all, the whole env compiled)")
     print("  venv + pip:      python3.11 -m venv D; D/bin/python -m pip install --no-index")
     print("                   --find-links W --require-hashes -r lock")
 
@@ -367,10 +363,10 @@ def run(
         print(f"{label:<34} {seconds * 1e3:>9.3f} {seconds / stat_s:>8.0f}x {versus_get}")
 
     # 2. new env, warm caches
-    samples: dict[str, list[float]] = {"uv": [], "nopyc": [], "raw": [], "pip": [], "venv": []}
+    samples: dict[str, list[float]] = {"uv": [], "plain": [], "raw": [], "pip": [], "venv": []}
     for i in range(rounds):
         samples["uv"].append(timed(rebuild(uv_cache, lock, interpreter)))
-        samples["nopyc"].append(timed(rebuild(nopyc_cache, lock, interpreter)))
+        samples["plain"].append(timed(rebuild(plain_cache, lock, interpreter)))
         dest = work / f"raw{i}"
         samples["raw"].append(timed(lambda d=dest: raw_uv(d, house, requirements, uv_cache)))
         samples["pip"].append(timed(rebuild(pip_cache, lock, interpreter)))
@@ -383,7 +379,7 @@ def run(
     print(f"{'builder':<36} {'first (s)':>9} {'warm (s)':>9} {'ratio':>7}")
     for name, label in (
         ("uv", "envcache, uv (remove + ensure)"),
-        ("nopyc", "  the same, bytecode step skipped"),
+        ("plain", "  the same, no sharing (dedupe=False)"),
         ("raw", "  uv venv + uv pip sync alone"),
         ("pip", "envcache, virtualenv+pip (same)"),
         ("venv", "python -m venv + pip install"),
@@ -392,8 +388,8 @@ def run(
         print(f"{label:<36} {first} {warm[name]:>9.2f} {warm[name] / warm['uv']:>6.1f}x")
     verdict = "met" if warm["venv"] / warm["uv"] >= 10 else "NOT met"
     print(f"target: >= 10x faster than venv + pip: {verdict}")
-    print("  (diagnostic rows: without the bytecode step, envcache's uv build still writes")
-    print("  the manifest, makes the env read-only, fsyncs and dedupes; uv alone does none)")
+    print("  (diagnostic rows: without sharing, envcache compiles every .py of the env, as it")
+    print("  did before trees; uv alone writes no manifest, compiles, fsyncs or shares)")
 
     # 3. disk
     locks = [parse_requirements(lock_text([*BASE, pin], wheels)) for pin in small]
@@ -437,7 +433,8 @@ def run(
     dirs = disk_usage(first.path)
     manifest_kib = os.lstat(first.path / MANIFEST_NAME).st_blocks * 512 / 1024
     print(f"  per uv env: {dirs.dirs} directories ({dirs.dir_bytes / 1024:.0f} KiB) and", end=" ")
-    print(f"its {MANIFEST_NAME} ({manifest_kib:.0f} KiB), never shared")
+    print(f"its {MANIFEST_NAME} ({manifest_kib:.0f} KiB), never shared;", end=" ")
+    print(f"{len(first.manifest.trees)} links to shared trees ({dirs.link_bytes / 1024:.0f} KiB)")
     uv_ratio = disk_usage(configs[0][1].envs_dir, configs[0][1].objects.root).allocated
     uv_ratio /= ones[configs[0][0]].allocated
     verdict = "met" if uv_ratio <= 1.2 else "NOT met"

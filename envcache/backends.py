@@ -3,7 +3,8 @@
 :class:`UvBuilder` (the default) creates the venv and installs with uv, hardlinking files from
 uv's cache. :class:`VirtualenvPipBuilder` uses virtualenv and pip, for sites without uv and as
 the benchmark baseline. The cache (cache.py) owns everything around a build: locking, the
-temporary directory, the manifest, permissions and the atomic rename.
+temporary directory, sharing package trees (trees.py), bytecode (bytecode.py), the manifest,
+permissions and the atomic rename.
 """
 
 from __future__ import annotations
@@ -29,23 +30,6 @@ class Sources:
     """Build sdists? Off by default: a build runs the package's code as the cache owner."""
 
 
-# Bytecode is compiled at build time (tasks can't write into the env), by the base class for
-# every backend rather than by uv or pip: their .pyc files embed the temporary build path, so
-# identical sources would give different .pyc in every env and objects.py could not share them.
-# Here the embedded path is relative to the env (importlib replaces it with the real path when
-# it loads the .pyc), and unchecked-hash .pyc don't depend on source mtimes: the env never
-# changes, and verification covers the sources. force=True redoes .pyc a seeder copied in.
-# Started with -I -S so that no .pth file of an installed wheel runs as the cache owner. Files
-# that don't compile (Python 2 leftovers in some wheels) are skipped, as pip and uv do.
-_COMPILE = """
-import compileall, py_compile, sys
-compileall.compile_dir(
-    sys.argv[1] + "/lib", quiet=2, stripdir=sys.argv[1], workers=0, force=True,
-    invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-)
-"""
-
-
 class Builder(ABC):
     """Turns a hashed requirements file into a venv; subclasses fill the hooks."""
 
@@ -61,18 +45,13 @@ class Builder(ABC):
     def build(
         self, dest: Path, python: str, requirements: Path, *, sources: Sources, cache_dir: Path
     ) -> dict[str, str]:
-        """Create a venv at the empty ``dest`` for ``python`` holding exactly ``requirements``.
+        """Create a venv at the empty ``dest`` for ``python`` holding exactly ``requirements``,
+        without bytecode: the cache shares package trees, then compiles (see bytecode.py).
 
         Returns the versions of the tools used, for the manifest. Raises BuildError.
         """
         self._create(dest, python, cache_dir)
         self._install(dest, requirements, sources, cache_dir)
-        process.run(
-            [os.fspath(dest / "bin" / "python"), "-I", "-S", "-c", _COMPILE, os.fspath(dest)],
-            env={"PATH": os.defpath},
-            what="compiling bytecode",
-            hint="check that the interpreter runs",
-        )
         return self.tool_versions(dest)
 
     @abstractmethod
@@ -110,7 +89,7 @@ class UvBuilder(Builder):
             offline=sources.offline,
             cache_dir=cache_dir,
             link_mode=self.link_mode,
-            compile_bytecode=False,  # Builder.build compiles, reproducibly
+            compile_bytecode=False,  # the cache compiles, reproducibly (bytecode.py)
             allow_source_builds=sources.allow_source_builds,
         )
 
@@ -168,7 +147,7 @@ class VirtualenvPipBuilder(Builder):
             "--no-input",
             "--require-hashes",
             "--no-deps",
-            "--no-compile",  # Builder.build compiles, reproducibly
+            "--no-compile",  # the cache compiles, reproducibly (bytecode.py)
             "--cache-dir",
             os.fspath(cache_dir / "pip"),
             *[f"--find-links={os.fspath(link)}" for link in sources.find_links],

@@ -5,14 +5,17 @@ Layout under the root (created by the first build)::
     envs/<key>/        complete envs only, read-only (root, envs: 0755; env dirs 0555)
     tmp/<key>.<rand>/  builds in progress, on the same filesystem so the rename is atomic (0700)
     locks/<key>.build  serializes builds of one key; locks/<key>.use: tasks vs removal (0700)
+    locks/gc.lock      builds hold it shared while they link shared trees, gc exclusively (0700)
     uv-cache/          uv's cache, envs hardlink from it (0700; pip-cache/ for virtualenv+pip)
-    objects/           files made at build time (bytecode...), shared by content between envs (0700)
-    trash/             envs being removed (0700)
+    objects/           shared by content between envs (0711: only trees/ is reachable)
+      xx/<sha256>-<mode> files made at build time (bytecode...), hardlinked into envs (0700)
+      trees/           package trees envs link to, readable by everyone (0755, see trees.py)
+    trash/             envs and trees being removed (0700)
     pins/<key>         an admin's pin: gc keeps the env whatever the policy (0700)
 
-Tasks run as unprivileged users need read and execute access to ``envs/`` and the envs in it,
-never write access; the use lock is taken by the (root) supervisor on a task's behalf, so
-``locks/`` is private.
+Tasks run as unprivileged users need read and execute access to ``envs/``, the envs in it and
+the trees they link to, never write access; the use lock is taken by the (root) supervisor on
+a task's behalf, so ``locks/`` is private.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from envcache import bytecode, process, tree, trees
 from envcache import manifest as manifests
-from envcache import process, tree
 from envcache.backends import Builder, Sources, UvBuilder
 from envcache.envkey import env_key, is_env_key
 from envcache.errors import CorruptEnvError, EnvCacheError, LockfileError
@@ -41,10 +44,12 @@ from envcache.lock import Lock
 from envcache.lockfile import load_lock
 from envcache.manifest import MANIFEST_NAME, Manifest
 from envcache.objects import ObjectStore
+from envcache.trees import TreeStore
 from envcache.uselock import UseLock
 
 _PUBLIC_DIR = 0o755
 _PRIVATE_DIR = 0o700
+_TRAVERSABLE_DIR = 0o711  # others may reach a known name inside, not list it
 # Started with -I -S: site is not imported, so no .pth file of an installed wheel runs as the
 # cache owner (usually root); it checks the env's interpreter starts and is the expected one.
 _SMOKE = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
@@ -75,7 +80,8 @@ class EnvCache:
     ``find_links`` and ``offline`` say where packages come from (a local wheelhouse, no
     network); ``allow_direct_references`` is the admin policy for URL and path requirements;
     ``allow_source_builds`` lets builds run sdists' build code as the cache owner (off);
-    ``dedupe`` shares identical files between envs through ``objects/``.
+    ``dedupe`` shares identical package trees and files between envs through ``objects/``
+    (False: every env is a tree of its own, compiled in full).
     """
 
     def __init__(
@@ -126,6 +132,15 @@ class EnvCache:
     def objects(self) -> ObjectStore:
         """Files shared between envs by content (see objects.py)."""
         return ObjectStore(self.root / "objects")
+
+    @property
+    def trees(self) -> TreeStore:
+        """Package trees shared between envs (see trees.py)."""
+        return TreeStore(self.objects.root / "trees", self.locks_dir, self.trash_dir)
+
+    def gc_lock(self) -> UseLock:
+        """Builds hold it shared while they link shared trees; pruning takes it exclusively."""
+        return UseLock(self.locks_dir / "gc.lock")
 
     @property
     def tool_cache_dir(self) -> Path:
@@ -210,7 +225,7 @@ class EnvCache:
             recorded = Manifest.load(path)
         except CorruptEnvError as exc:
             return [str(exc)]
-        differences = manifests.verify(path, deep=deep, manifest=recorded)
+        differences = self._differences(path, recorded, deep=deep)
         if recorded.key != key:
             differences.insert(0, f"{MANIFEST_NAME}: belongs to env {recorded.key}")
         return differences
@@ -303,7 +318,7 @@ class EnvCache:
             env = self.get(key)
             if env is None:
                 return None
-            differences = manifests.verify(env.path, deep=False, manifest=env.manifest)
+            differences = self._differences(env.path, env.manifest, deep=False)
         except (CorruptEnvError, FileNotFoundError):
             if self._env_path(key).exists():
                 raise
@@ -318,6 +333,14 @@ class EnvCache:
             )
         return env
 
+    def _differences(self, path: Path, manifest: Manifest, *, deep: bool) -> builtins.list[str]:
+        """The env's own paths, its links to shared trees, then each tree's content."""
+        links = trees.links(manifest.trees)
+        found = manifests.verify(path, deep=deep, manifest=manifest, links=links)
+        for link, digest in sorted(manifest.trees.items()):
+            found += self.trees.verify(digest, deep=deep, shown_as=link)
+        return found
+
     def _make_layout(self) -> None:
         layout = {
             self.root: _PUBLIC_DIR,
@@ -326,7 +349,8 @@ class EnvCache:
             self.locks_dir: _PRIVATE_DIR,
             self.trash_dir: _PRIVATE_DIR,
             self.pins_dir: _PRIVATE_DIR,
-            self.objects.root: _PRIVATE_DIR,
+            self.objects.root: _TRAVERSABLE_DIR,
+            self.trees.root: _PUBLIC_DIR,
             self.tool_cache_dir: _PRIVATE_DIR,
         }
         try:
@@ -341,7 +365,6 @@ class EnvCache:
 
     def _build(self, key: str, lock: Lock, interpreter: Interpreter) -> Env:
         started = time.monotonic()
-        created = datetime.now(UTC).isoformat(timespec="seconds")
         dest = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.tmp_dir))
         requirements = dest.with_name(dest.name + ".txt")
         try:
@@ -353,36 +376,62 @@ class EnvCache:
                 sources=self.sources,
                 cache_dir=self.tool_cache_dir,
             )
-            _smoke_check(dest, interpreter)
+            # Before trees move out: what the hardlink check is about is the install.
             links = manifests.link_stats(dest, self.builder.link_mode)
-            tree.make_read_only(dest)
-            files = manifests.scan(dest)
-            if self.dedupe:
-                links = dataclasses.replace(links, deduplicated=self.objects.dedupe(dest, files))
-            recorded = Manifest(
-                key=key,
-                lock=lock.canonical(interpreter.marker_env),
-                interpreter=interpreter.identity(),
-                builder=self.builder.name,
-                builder_format_version=self.builder.format_version,
-                tools=tools,
-                created=created,
-                build_seconds=round(time.monotonic() - started, 3),
-                links=links,
-                files=files,
-            )
-            tree.write_read_only(dest / MANIFEST_NAME, recorded.to_json())
-            os.chmod(dest, tree.READ_ONLY_DIR)
-            tree.fsync_tree(dest)
-            final = self._env_path(key)
-            os.rename(dest, final)
-            tree.fsync_dir(self.envs_dir)
+            with self.gc_lock().shared():
+                recorded = self._finish(dest, key, lock, interpreter, tools, links, started)
+                final = self._env_path(key)
+                os.rename(dest, final)
+                tree.fsync_dir(self.envs_dir)
         except BaseException:
             tree.remove_tree(dest)
             raise
         finally:
             requirements.unlink(missing_ok=True)
         return Env(key, final, recorded)
+
+    def _finish(
+        self,
+        dest: Path,
+        key: str,
+        lock: Lock,
+        interpreter: Interpreter,
+        tools: dict[str, str],
+        links: manifests.LinkStats,
+        started: float,
+    ) -> Manifest:
+        """Share trees, compile, check, make read-only and durable, write the manifest."""
+        sharing = self.trees.share(dest, interpreter.cache_tag) if self.dedupe else None
+        # Only trees new to the cache are left to compile: a handful of files when all are known.
+        bytecode.compile_env(dest, parallel=sharing is None or bool(sharing.pending))
+        if sharing is not None:
+            self.trees.publish(sharing)
+        _smoke_check(dest, interpreter)
+        tree.make_read_only(dest)
+        files = manifests.scan(dest)
+        shared = sharing.trees if sharing is not None else {}
+        for link in shared:
+            del files[link]  # recorded as the tree's digest, checked against its own manifest
+        if self.dedupe:
+            links = dataclasses.replace(links, deduplicated=self.objects.dedupe(dest, files))
+        recorded = Manifest(
+            key=key,
+            lock=lock.canonical(interpreter.marker_env),
+            interpreter=interpreter.identity(),
+            builder=self.builder.name,
+            builder_format_version=self.builder.format_version,
+            tools=tools,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            build_seconds=round(time.monotonic() - started, 3),
+            links=links,
+            files=files,
+            trees=shared,
+            shared_size=sum(self.trees.load(digest).size for digest in shared.values()),
+        )
+        tree.write_read_only(dest / MANIFEST_NAME, recorded.to_json())
+        os.chmod(dest, tree.READ_ONLY_DIR)
+        tree.fsync_tree(dest)
+        return recorded
 
 
 def _smoke_check(dest: Path, interpreter: Interpreter) -> None:

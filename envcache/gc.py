@@ -3,7 +3,8 @@
 Roots are what must stay (the caller decides: e.g. the envs of each DAG's latest versions,
 of running tasks, and admin pins). An env that is not a root is removed unless it was used
 or built more recently than ``older_than``. An env in use by a task is never removed: the
-apply step takes each env's use lock exclusively and skips what it cannot take.
+apply step takes each env's use lock exclusively and skips what it cannot take. Then the
+package trees and files envs shared (objects/) that no remaining env uses are pruned.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from envcache import trees
 from envcache.cache import EnvCache
 from envcache.errors import CorruptEnvError
 
@@ -50,6 +52,10 @@ class GcReport:
     removed: list[Decision]
     in_use: list[Decision]
     bytes_freed: int
+    trees_removed: int = 0
+    """Shared package trees no env links to any more, removed after the envs."""
+    shared_pruned: bool = True
+    """False if builds in progress kept gc from pruning shared trees and files this time."""
 
 
 def facts(cache: EnvCache) -> list[EnvFacts]:
@@ -103,12 +109,49 @@ def collect(cache: EnvCache, decided: GcPlan, *, prune_tool_cache: bool = True) 
     in_use: list[Decision] = []
     for decision in decided.remove:
         (removed if cache.remove(decision.key) else in_use).append(decision)
-    cache.objects.prune()
+    trees_removed = prune_shared(cache)
     if prune_tool_cache and removed:
         cache.builder.prune_cache(cache.tool_cache_dir)
     return GcReport(
-        removed=removed, in_use=in_use, bytes_freed=max(0, before - disk_usage(cache.root))
+        removed=removed,
+        in_use=in_use,
+        bytes_freed=max(0, before - disk_usage(cache.root)),
+        trees_removed=trees_removed or 0,
+        shared_pruned=trees_removed is not None,
     )
+
+
+def prune_shared(cache: EnvCache) -> int | None:
+    """Remove the shared trees no env links to, then the shared files no env links to.
+
+    Returns how many trees were removed, or None if a build in progress holds the gc lock:
+    a build links trees (and files) before its env, which names them, is in ``envs/``, so
+    nothing is pruned while one runs; the next gc prunes what this one left.
+    """
+    if not cache.locks_dir.is_dir():
+        return 0  # nothing was ever built
+    with cache.gc_lock().try_exclusive() as taken:
+        if not taken:
+            return None
+        removed = cache.trees.prune(referenced_trees(cache))
+        cache.objects.prune()  # after the trees: their files' links to objects are gone
+    return removed
+
+
+def referenced_trees(cache: EnvCache) -> set[str]:
+    """Digests of the trees some env in ``envs/`` links to, from the env manifests (or, for an
+    env whose manifest is unreadable, from its symlinks)."""
+    found: set[str] = set()
+    for key in cache.keys():  # noqa: SIM118 - EnvCache.keys(), not a dict
+        try:
+            env = cache.get(key)
+        except CorruptEnvError:
+            env = None
+        if env is not None:
+            found.update(env.manifest.trees.values())
+        else:
+            found.update(trees.linked_from(cache.envs_dir / key))
+    return found
 
 
 def disk_usage(root: os.PathLike[str] | str) -> int:

@@ -1,8 +1,9 @@
 """The manifest written into every env, and verification of an env against it.
 
 The manifest (``<env>/isolate-env.json``) records what the env was built from (key, canonical
-lock, interpreter, builder and tool versions) and every file in it (type, mode, size, sha256 or
-symlink target), so a later change to the env is detected.
+lock, interpreter, builder and tool versions), every file of the env's own (type, mode, size,
+sha256 or symlink target) and the shared package trees it links to (their digests: each tree
+has its own manifest, see trees.py), so a later change to the env is detected.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from typing import Any
 from envcache.errors import CorruptEnvError
 
 MANIFEST_NAME = "isolate-env.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+"""2 added shared trees; format 1 manifests (envs built before) are still read: no trees."""
+_READABLE_FORMATS = (1, 2)
 _CHUNK = 1 << 20
 
 
@@ -62,7 +65,8 @@ class LinkStats:
     hardlinked: int
     """Regular files sharing their inode with the tool's cache after the install."""
     copied: int
-    """Regular files of their own after the install (bytecode, RECORD, the venv's files)."""
+    """Regular files of their own after the install, before bytecode (RECORD, the venv's
+    files); counted before package trees are shared."""
     deduplicated: int = 0
     """Files then hardlinked with identical files of other envs (see objects.py)."""
 
@@ -84,6 +88,11 @@ class Manifest:
     build_seconds: float
     links: LinkStats
     files: dict[str, FileEntry] = field(repr=False)
+    """The env's own paths; the symlinks to shared trees are in ``trees``, not here."""
+    trees: dict[str, str] = field(default_factory=dict, repr=False)
+    """Env-relative path of each symlink to a shared tree -> that tree's digest."""
+    shared_size: int = 0
+    """Bytes of the shared trees' regular files (counted again in every env using them)."""
     format: int = MANIFEST_FORMAT
 
     def warnings(self) -> list[str]:
@@ -98,21 +107,23 @@ class Manifest:
 
     @property
     def total_size(self) -> int:
-        """Bytes of all regular files (hardlinked ones counted in full)."""
-        return sum(entry.size for entry in self.files.values())
+        """Bytes of all regular files the env shows, its own and its shared trees' (hardlinked
+        and shared ones counted in full)."""
+        return sum(entry.size for entry in self.files.values()) + self.shared_size
 
     def to_json(self) -> str:
-        """The manifest file's text."""
+        """The manifest file's text: compact, as every env carries one (a quarter of an env's
+        own disk space when indented)."""
         data = asdict(self)
         data["files"] = {path: entry.to_json() for path, entry in sorted(self.files.items())}
         data["total_size"] = self.total_size
-        return json.dumps(data, indent=1, sort_keys=True) + "\n"
+        return json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         """Parse a manifest file's text; raises ValueError (or KeyError/TypeError) if malformed."""
         data = json.loads(text)
-        if data.get("format") != MANIFEST_FORMAT:
+        if data.get("format") not in _READABLE_FORMATS:
             raise ValueError(f"unknown manifest format {data.get('format')!r}")
         return cls(
             key=str(data["key"]),
@@ -125,6 +136,9 @@ class Manifest:
             build_seconds=float(data["build_seconds"]),
             links=LinkStats(**data["links"]),
             files={str(p): FileEntry.from_json(e) for p, e in data["files"].items()},
+            trees={str(p): str(d) for p, d in data.get("trees", {}).items()},
+            shared_size=int(data.get("shared_size", 0)),
+            format=int(data["format"]),
         )
 
     @classmethod
@@ -144,9 +158,12 @@ class Manifest:
             ) from exc
 
 
-def scan(env_dir: Path, *, digests: bool = True) -> dict[str, FileEntry]:
-    """Every path under ``env_dir`` except the manifest, relative with ``/`` separators."""
-    return {relative: _entry(path, digests) for relative, path in _walk(env_dir, "")}
+def scan(
+    env_dir: Path, *, digests: bool = True, skip: str | None = MANIFEST_NAME
+) -> dict[str, FileEntry]:
+    """Every path under ``env_dir`` except ``skip`` (the manifest), relative with ``/``
+    separators, in a stable order. Symlinks are recorded, never followed."""
+    return {relative: _entry(path, digests) for relative, path in _walk(env_dir, "", skip)}
 
 
 def link_stats(env_dir: Path, requested: str) -> LinkStats:
@@ -155,7 +172,7 @@ def link_stats(env_dir: Path, requested: str) -> LinkStats:
     ``st_nlink > 1`` is the proxy: a freshly built env's files are linked only from uv's cache.
     """
     hardlinked = copied = 0
-    for _relative, path in _walk(env_dir, ""):
+    for _relative, path in _walk(env_dir, "", MANIFEST_NAME):
         info = path.lstat()
         if stat.S_ISREG(info.st_mode):
             if info.st_nlink > 1:
@@ -165,27 +182,41 @@ def link_stats(env_dir: Path, requested: str) -> LinkStats:
     return LinkStats(requested, hardlinked, copied)
 
 
-def verify(env_dir: Path, *, deep: bool = False, manifest: Manifest | None = None) -> list[str]:
-    """Differences between ``env_dir`` and its manifest; empty means the env is intact.
+def verify(
+    env_dir: Path,
+    *,
+    deep: bool = False,
+    manifest: Manifest | None = None,
+    links: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Differences between ``env_dir``'s own paths and its manifest; empty means intact.
 
     Quick checks every path's presence, type, mode, size and symlink target, and that nothing
     was added; ``deep`` also compares every file's sha256. ``manifest``, if given, is the
-    already loaded manifest of ``env_dir``.
+    already loaded manifest of ``env_dir``. ``links`` (path -> target) are the symlinks to
+    shared trees the manifest's ``trees`` stand for; the trees' content is checked by the
+    caller (trees.py).
     """
     if manifest is None:
         try:
             manifest = Manifest.load(env_dir)
         except CorruptEnvError as exc:
             return [str(exc)]
-    recorded = manifest.files
+    recorded = dict(manifest.files)
+    recorded.update({path: FileEntry("symlink", target=t) for path, t in (links or {}).items()})
     found = scan(env_dir, digests=deep)
-    differences = [f"{path}: missing" for path in sorted(recorded.keys() - found.keys())]
-    differences += [
-        f"{path}: not in the manifest" for path in sorted(found.keys() - recorded.keys())
-    ]
+    return [f"{path}: {problem}" for path, problem in differences(recorded, found, deep)]
+
+
+def differences(
+    recorded: Mapping[str, FileEntry], found: Mapping[str, FileEntry], deep: bool
+) -> list[tuple[str, str]]:
+    """(path, problem) for every path missing, added or changed, in that order."""
+    result = [(path, "missing") for path in sorted(recorded.keys() - found.keys())]
+    result += [(path, "not in the manifest") for path in sorted(found.keys() - recorded.keys())]
     for path in sorted(recorded.keys() & found.keys()):
-        differences += [f"{path}: {d}" for d in _compare(recorded[path], found[path], deep)]
-    return differences
+        result += [(path, d) for d in _compare(recorded[path], found[path], deep)]
+    return result
 
 
 def _compare(recorded: FileEntry, found: FileEntry, deep: bool) -> list[str]:
@@ -204,17 +235,17 @@ def _compare(recorded: FileEntry, found: FileEntry, deep: bool) -> list[str]:
     return differences
 
 
-def _walk(directory: Path, prefix: str) -> Iterator[tuple[str, Path]]:
+def _walk(directory: Path, prefix: str, skip: str | None) -> Iterator[tuple[str, Path]]:
     with os.scandir(directory) as entries:
         children = sorted(entries, key=lambda e: e.name)
     for child in children:
         relative = f"{prefix}{child.name}"
-        if relative == MANIFEST_NAME:
+        if relative == skip:
             continue
         path = Path(child.path)
         yield relative, path
         if child.is_dir(follow_symlinks=False):
-            yield from _walk(path, f"{relative}/")
+            yield from _walk(path, f"{relative}/", skip)
 
 
 def _entry(path: Path, digests: bool) -> FileEntry:

@@ -4,7 +4,9 @@ uv hardlinks the files it installs from its cache, but the files made at build t
 ``RECORD``, the venv's own scripts) are new in every env; bytecode alone is often as big as the
 sources. Nix's ``auto-optimise-store`` does the same: hardlink every file to
 ``objects/<sha256[:2]>/<sha256>-<mode>``. An object whose link count drops to 1 is used by no
-env any more and can be deleted by gc.
+env any more and can be deleted by gc. Package trees (trees.py) share whole directories; this
+store shares the files of the env's own that are left (console scripts, single-file modules,
+their bytecode, the venv's files).
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class ObjectStore:
         except FileNotFoundError:
             return 0
         for shard in shards:
+            if len(shard) != 2:
+                continue  # trees/ (trees.py prunes it) is no shard
             directory = self.root / shard
             for name in os.listdir(directory):
                 path = directory / name

@@ -57,9 +57,12 @@ def test_uv_build_gives_a_read_only_verified_hardlinked_env(
     assert manifest.tools == {"uv": manifest.tools["uv"]} and manifest.created.endswith("+00:00")
     assert manifest.lock == lock.canonical(python311.marker_env)
     assert manifest.interpreter == python311.identity()
-    assert "lib/python3.11/site-packages/tinylib/__init__.py" in manifest.files
+    # The package is a shared tree: the env records its digest, the tree its files.
+    digest = manifest.trees["lib/python3.11/site-packages/tinylib"]
+    assert "lib/python3.11/site-packages/tinylib/__init__.py" not in manifest.files
+    assert "__init__.py" in cache.trees.load(digest).files
     assert manifest.files["bin/python"].target == PYTHON
-    assert manifest.total_size > 0
+    assert manifest.total_size > manifest.shared_size > 0
     assert cache.verify(env.key, deep=True) == []
 
     # Hardlinked from uv's cache: the installed module shares its inode with a cache file.
@@ -70,8 +73,14 @@ def test_uv_build_gives_a_read_only_verified_hardlinked_env(
     cached = {p.stat().st_ino for p in cache.tool_cache_dir.rglob("__init__.py")}
     assert module.st_ino in cached
 
-    # Read-only for everyone (the owner is root or uses chmod on purpose).
-    for path in [env.path, *env.path.rglob("*")]:
+    # Read-only for everyone (the owner is root or uses chmod on purpose), trees included.
+    stored = [cache.trees.path(d) for d in manifest.trees.values()]
+    for path in [
+        env.path,
+        *env.path.rglob("*"),
+        *stored,
+        *(p for t in stored for p in t.rglob("*")),
+    ]:
         info = path.lstat()
         if stat.S_ISLNK(info.st_mode):
             continue
@@ -80,7 +89,7 @@ def test_uv_build_gives_a_read_only_verified_hardlinked_env(
     assert stat.S_IMODE(os.stat(env.python).st_mode) == 0o755  # /usr/bin/python3.11 itself
     modes = {
         name: stat.S_IMODE(os.stat(cache.root / name).st_mode)
-        for name in ("", "envs", "tmp", "locks", "trash", "uv-cache")
+        for name in ("", "envs", "tmp", "locks", "trash", "uv-cache", "objects", "objects/trees")
     }
     assert modes == {
         "": 0o755,
@@ -89,7 +98,10 @@ def test_uv_build_gives_a_read_only_verified_hardlinked_env(
         "locks": 0o700,
         "trash": 0o700,
         "uv-cache": 0o700,
+        "objects": 0o711,
+        "objects/trees": 0o755,
     }
+    assert {stat.S_IMODE(p.stat().st_mode) for p in cache.objects.root.glob("??")} == {0o700}
     assert list(cache.tmp_dir.iterdir()) == []
 
 
@@ -256,11 +268,11 @@ def test_planted_and_removed_files_are_detected(
         "lib/python3.11/site-packages: mode 0755, was 0555",
     ]
     (packages / "evil.pth").unlink()
-    (packages / "tinylib" / "__init__.py").rename(packages / "moved.py")
+    (packages / "tinylib" / "__init__.py").rename(packages / "moved.py")  # out of the tree
     assert cache.verify(env.key) == [
-        "lib/python3.11/site-packages/tinylib/__init__.py: missing",
         "lib/python3.11/site-packages/moved.py: not in the manifest",
         "lib/python3.11/site-packages: mode 0755, was 0555",
+        "lib/python3.11/site-packages/tinylib/__init__.py: missing",
     ]
     (env.path / MANIFEST_NAME).unlink()
     assert "has no manifest" in cache.verify(env.key)[0]
@@ -369,7 +381,7 @@ def test_identical_files_are_shared_between_envs(
     one = cache.ensure(parse_requirements(wheelhouse.lock("tinylib==1.0", "pkg00==1.0")), python311)
     two = cache.ensure(parse_requirements(wheelhouse.lock("tinylib==2.0", "pkg00==1.0")), python311)
     pyc = "lib/python3.11/site-packages/pkg00/__pycache__/data.cpython-311.pyc"
-    assert (one.path / pyc).stat().st_ino == (two.path / pyc).stat().st_ino
+    assert (one.path / pyc).stat().st_ino == (two.path / pyc).stat().st_ino  # one shared tree
     assert (one.path / "pyvenv.cfg").stat().st_ino == (two.path / "pyvenv.cfg").stat().st_ino
     assert two.manifest.links.deduplicated > 0
     # The shared .pyc holds no build path: code objects report the env's real file.
@@ -378,4 +390,3 @@ def test_identical_files_are_shared_between_envs(
         two.path / "lib/python3.11/site-packages/pkg00/data.py"
     )
     assert cache.verify(one.key, deep=True) == cache.verify(two.key, deep=True) == []
-    assert stat.S_IMODE(cache.objects.root.stat().st_mode) == 0o700

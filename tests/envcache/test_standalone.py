@@ -7,6 +7,7 @@ import sys
 
 MODULES = [
     "backends",
+    "bytecode",
     "cache",
     "envkey",
     "errors",
@@ -14,6 +15,7 @@ MODULES = [
     "lockfile",
     "manifest",
     "process",
+    "trees",
     "uselock",
     "uv",
 ]
