@@ -57,6 +57,7 @@ isolate.add_command(runs.scheduler)
 isolate.add_command(runs.trigger)
 isolate.add_command(runs.runs)
 isolate.add_command(runs.tasks)
+isolate.add_command(runs.test_task)
 
 
 def main() -> None:

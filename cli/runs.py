@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -13,12 +14,14 @@ import click
 
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, short_hash
+from isolate.clearing import clear_tasks
 from isolate.config import load_config
 from isolate.errors import NotFoundError, UsageError
 from isolate.home import open_store
 from isolate.push import current_user
 from isolate.store import RunRecord, Store
 from isolate.triggering import trigger as trigger_run
+from localexec.adhoc import run_task
 from localexec.scheduler import Scheduler
 from localexec.workspace import Workspace
 
@@ -244,3 +247,46 @@ def logs(
 
 def _running(store: Store, run: RunRecord, task_id: str) -> bool:
     return store.tasks.get(run.dag_id, run.run_id, task_id).state.value in ("queued", "running")
+
+
+@tasks.command()
+@click.argument("run_id")
+@click.argument("task_id")
+@click.option("--downstream", is_flag=True, help="Also clear every task downstream of it.")
+@click.option("--dag", "dag_id", metavar="DAG_ID", help="The run's DAG, if its id is ambiguous.")
+@home_option
+def clear(
+    run_id: str, task_id: str, downstream: bool, dag_id: str | None, home: str | None
+) -> None:
+    """Clear a finished task so the scheduler runs it again (its run is queued again).
+
+    \b
+    Example:
+      isolate tasks clear manual__2024-01-01T00:00:00.000000+00:00 load --downstream
+    """
+    with open_store(load_config(home)) as store:
+        run = _find_run(store, run_id, dag_id)
+        cleared = clear_tasks(store, run, task_id, downstream=downstream, actor=current_user())
+    click.echo(f"cleared {', '.join(cleared)} of {run.dag_id} {run.run_id}")
+
+
+@click.command("test")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("task_id")
+@click.option("--dag", "dag_id", metavar="DAG_ID", help="The DAG, if several have TASK_ID.")
+@home_option
+def test_task(path: Path, task_id: str, dag_id: str | None, home: str | None) -> None:
+    """Run one task of a local DAG folder now, in its env, without the scheduler or the store.
+
+    Prints the task's log; exits 1 if the task failed. Upstream XComs are absent.
+
+    \b
+    Example:
+      isolate test dags/etl extract
+    """
+    result = run_task(load_config(home), path, task_id, dag_id=dag_id)
+    click.echo(result.log, nl=False)
+    if result.outcome.has_xcom:
+        click.echo(f"xcom: {json.dumps(result.outcome.xcom, sort_keys=True)}")
+    if not result.outcome.ok:
+        sys.exit(1)

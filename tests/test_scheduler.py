@@ -193,3 +193,43 @@ def test_paused_dags_get_no_scheduled_runs_and_trigger_errors(cli, home: Path, m
     cli("trigger", "nope", expect=3)
     cli("trigger", "daily", "--version", "9", expect=3)
     cli("runs", "show", "nope", expect=3)
+
+
+def test_clear_runs_a_task_again_and_isolate_test_runs_one_now(
+    cli, home: Path, make_folder, tmp_path: Path
+) -> None:
+    counter = tmp_path / "count"
+    dag = f"""
+from pathlib import Path
+from isolate import DAG, CommandTask, task
+
+@task
+def count():
+    path = Path({str(counter)!r})
+    n = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(n))
+    return n
+
+with DAG("again"):
+    count() >> CommandTask("after", command=["true"])
+"""
+    folder = make_folder({"dag.py": dag})
+    out = cli("test", str(folder), "count").stdout
+    assert "xcom: 1" in out and "--- isolate outcome: success" in out
+    cli("test", str(folder), "nope", expect=2)
+    cli("push", str(folder))
+    run_id = json.loads(cli("trigger", "again", "--json").stdout)["run_id"]
+    run_scheduler(home)
+    assert show(cli, run_id)["tasks"][1]["xcom"] == 2
+    cleared = cli("tasks", "clear", run_id, "count", "--downstream").stdout
+    assert "cleared after, count" in cleared
+    assert show(cli, run_id)["state"] == "queued"
+    run_scheduler(home)
+    shown = show(cli, run_id)
+    count = next(t for t in shown["tasks"] if t["task_id"] == "count")
+    assert shown["state"] == "success" and count["xcom"] == 3 and count["try_number"] == 2
+    audit = json.loads(cli("audit", "--json").stdout)
+    assert {"run_id": run_id, "tasks": ["after", "count"]} in [
+        r["details"] for r in audit if r["action"] == "clear"
+    ]
+    cli("tasks", "clear", run_id, "ghost", expect=2)
