@@ -233,3 +233,49 @@ with DAG("again"):
         r["details"] for r in audit if r["action"] == "clear"
     ]
     cli("tasks", "clear", run_id, "ghost", expect=2)
+
+
+def test_cli_processes_and_the_scheduler_share_sqlite_without_lock_errors(
+    cli, home: Path, make_folder
+) -> None:
+    dag = (
+        "from isolate import DAG, CommandTask\n"
+        'with DAG("busy"):\n'
+        '    a = CommandTask("a", command=["true"])\n'
+        '    b = CommandTask("b", command=["true"])\n'
+        "    a >> b\n"
+    )
+    cli("push", str(make_folder({"dag.py": dag})))
+    exe = str(Path(sys.executable).parent / "isolate")
+    env = dict(os.environ)
+    scheduler = subprocess.Popen(
+        [exe, "scheduler", "--parallelism", "4"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    clients = [
+        subprocess.Popen(
+            [
+                "bash",
+                "-c",
+                f"for i in $(seq 4); do {exe} trigger busy >/dev/null && "
+                f"{exe} runs list busy --json >/dev/null && {exe} dags list >/dev/null"
+                " || exit 1; done",
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    errors = [c.communicate(timeout=120)[1] for c in clients]
+    assert all(c.returncode == 0 for c in clients), errors
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        listed = json.loads(cli("runs", "list", "busy", "--json").stdout)
+        if len(listed) == 12 and all(r["state"] == "success" for r in listed):
+            break
+        time.sleep(0.2)
+    scheduler.send_signal(signal.SIGTERM)
+    _, scheduler_err = scheduler.communicate(timeout=30)
+    assert scheduler.returncode == 0, scheduler_err
+    assert [r["state"] for r in listed] == ["success"] * 12
+    assert "database is locked" not in scheduler_err + "".join(errors)
