@@ -87,7 +87,12 @@ def gc(
         state = "  (in use: skipped)" if decision.key in skipped else ""
         click.echo(f"{verb}  {short_hash(decision.key)}  {size}  {decision.reason}{state}")
     if report is not None:
-        click.echo(f"removed {len(report.removed)} env(s), freed {format_size(report.bytes_freed)}")
+        click.echo(
+            f"removed {len(report.removed)} env(s) and {report.trees_removed} shared package "
+            f"tree(s), freed {format_size(report.bytes_freed)}"
+        )
+        if not report.shared_pruned:
+            click.echo("builds were running: shared files were left for the next gc", err=True)
     else:
         total = sum(d.size or 0 for d in plan.remove)
         click.echo(f"dry run: would remove {len(plan.remove)} env(s), about {format_size(total)}")
