@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from isolate.config import load_config
 from isolate.home import open_store
 from isolate.states import RunState, TaskState
@@ -44,7 +46,10 @@ FLOW = """
         bad = PythonTask("bad", callable=boom, on_failure_callback=mark)
         after_bad = PythonTask("after_bad", callable="dag:boom")
         cleanup = CommandTask("cleanup", command=["true"], trigger_rule="all_done")
-        slow = CommandTask("slow", command=["sleep", "30"], execution_timeout=timedelta(seconds=1))
+        # Double-forks: the orphaned "sleep 31" must die with the attempt's process group.
+        slow = CommandTask(
+            "slow", command="(sleep 31 &); sleep 30", execution_timeout=timedelta(seconds=1)
+        )
         total >> hello
         bad >> after_bad >> cleanup
 """
@@ -84,6 +89,10 @@ def test_a_run_executes_with_xcom_retries_rules_timeouts_and_callbacks(
     assert tasks["cleanup"]["state"] == "success"  # all_done runs after a failure
     assert tasks["slow"]["state"] == "failed" and "timed out after 1s" in tasks["slow"]["outcome"]
     assert (marks / "bad.on_failure").exists()
+    survivors = [
+        p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "31"]
+    ]
+    assert survivors == []
     log = cli("tasks", "logs", run_id, "hello").stdout
     assert "hello world " in log and str(home / "work") in log  # $HOME is the try's work dir
     first = cli("tasks", "logs", run_id, "flaky", "--try", "1").stdout
@@ -279,3 +288,29 @@ def test_cli_processes_and_the_scheduler_share_sqlite_without_lock_errors(
     assert scheduler.returncode == 0, scheduler_err
     assert [r["state"] for r in listed] == ["success"] * 12
     assert "database is locked" not in scheduler_err + "".join(errors)
+
+
+def test_two_dags_pinned_to_conflicting_library_versions_each_see_their_own(
+    cli, home: Path, make_folder, wheelhouse, monkeypatch
+) -> None:
+    monkeypatch.setenv("ISOLATE_FIND_LINKS", str(wheelhouse.path))
+    dag = (
+        "from isolate import DAG, PythonTask\n"
+        'with DAG("{name}"):\n'
+        '    PythonTask("version", callable="seen:version")\n'
+    )
+    helper = "import tinylib\n\ndef version():\n    return tinylib.VERSION\n"
+    for name, pin in (("old_lib", "tinylib==1.0"), ("new_lib", "tinylib==2.0")):
+        folder = make_folder(
+            {"dag.py": dag.format(name=name), "seen.py": helper}, lock=wheelhouse.lock(pin)
+        )
+        cli("push", str(folder))
+    runs = {
+        name: json.loads(cli("trigger", name, "--json").stdout)["run_id"]
+        for name in ("old_lib", "new_lib")
+    }
+    run_scheduler(home)
+    seen = {name: show(cli, run_id)["tasks"][0]["xcom"] for name, run_id in runs.items()}
+    assert seen == {"old_lib": "1.0", "new_lib": "2.0"}
+    keys = {name: show(cli, run_id)["tasks"][0]["env_key"] for name, run_id in runs.items()}
+    assert keys["old_lib"] != keys["new_lib"]
