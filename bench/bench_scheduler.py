@@ -1,0 +1,162 @@
+"""The executor's cost: a no-op task end to end, throughput, and scheduler decision time.
+
+1. overhead: one no-op python task and one no-op command task, from queued to success
+   recorded, against starting the env's interpreter bare (``python -I -c pass``), median of N;
+2. throughput: 500 no-op command tasks (no dependencies) at parallelism 2 on SQLite;
+3. decisions: planning one 10,000-task run (a chain of fan-outs), and 1,000 runs of 10 tasks,
+   with the pure planner (no store, no processes).
+
+    .venv/bin/python bench/bench_scheduler.py [--tasks 500] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from isolate.config import load_config
+from isolate.format import load_object
+from isolate.home import init_home, open_store, upgrade_database
+from isolate.push import push_folder
+from isolate.states import TaskState
+from isolate.triggering import trigger
+from isolate.validate import lock_digest
+from localexec.planner import TaskView, plan_run
+from localexec.scheduler import Scheduler
+
+
+def make_home(root: Path) -> Path:
+    home = root / "home"
+    os.environ["ISOLATE_ENV_PYTHON"] = "/usr/bin/python3.11"
+    os.environ["ISOLATE_OFFLINE"] = "true"
+    config = load_config(home)
+    init_home(config)
+    upgrade_database(config)
+    return home
+
+
+def push(home: Path, folder: Path, source: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "dag.py").write_text(textwrap.dedent(source))
+    (folder / "requirements.txt").write_text("")
+    config = load_config(home)
+    with open_store(config) as store:
+        push_folder(store, folder, config=config, pushed_by="bench")
+
+
+def run_once(scheduler: Scheduler, dag_id: str) -> float:
+    """Seconds from queuing a run to its last task recorded, with a warm scheduler."""
+    store = scheduler.store
+    run = trigger(store, dag_id, actor="bench")
+    started = time.perf_counter()
+    scheduler.run(until_idle=True)
+    elapsed = time.perf_counter() - started
+    assert all(ti.state is TaskState.SUCCESS for ti in store.tasks.list(dag_id, run.run_id))
+    return elapsed
+
+
+def bare_start(python: str, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        subprocess.run([python, "-I", "-c", "pass"], check=True)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def decisions(tasks: int, runs: int) -> float:
+    docs = []
+    for i in range(tasks):
+        upstream = [f"t{i // 10}"] if i >= 10 else []
+        docs.append(
+            {"task_id": f"t{i}", "kind": "command", "command": ["true"], "upstream": upstream}
+        )
+    spec = load_object(
+        json.loads(
+            json.dumps(
+                {
+                    "format_version": 1,
+                    "dag_id": "big",
+                    "tasks": docs,
+                    "environment": {"lockfile": "r.txt", "lock": "", "lock_hash": lock_digest("")},
+                    "bundle": {"hash": "sha256:" + "0" * 64},
+                }
+            )
+        )
+    )
+    views = {
+        t.task_id: TaskView(TaskState.SUCCESS if i < tasks // 2 else TaskState.NONE)
+        for i, t in enumerate(spec.tasks)
+    }
+    now = datetime.now(UTC)
+    began = time.perf_counter()
+    for _ in range(runs):
+        plan_run(spec, views, now)
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
+        root = Path(tmp)
+        home = make_home(root)
+        push(
+            home,
+            root / "noop_py",
+            """
+            from isolate import DAG, PythonTask
+            with DAG("noop_py"):
+                PythonTask("t", callable="builtins:len", args=[[]])
+        """,
+        )
+        push(
+            home,
+            root / "noop_cmd",
+            """
+            from isolate import DAG, CommandTask
+            with DAG("noop_cmd"):
+                CommandTask("t", command=["true"])
+        """,
+        )
+        many = "\n".join(f'    CommandTask("t{i}", command=["true"])' for i in range(args.tasks))
+        push(
+            home,
+            root / "many",
+            'from isolate import DAG, CommandTask\nwith DAG("many"):\n' + many + "\n",
+        )
+        config = load_config(home)
+        with open_store(config) as store:
+            one = Scheduler(config, store, parallelism=1, poll_interval=0.005)
+            run_once(one, "noop_py")  # warm: env built, bundle extracted, runtime installed
+            python = str(next((home / "envcache" / "envs").iterdir()) / "bin" / "python")
+            bare = bare_start(python, args.repeat)
+            py = statistics.median(run_once(one, "noop_py") for _ in range(args.repeat))
+            cmd = statistics.median(run_once(one, "noop_cmd") for _ in range(args.repeat))
+            two = Scheduler(config, store, parallelism=2, poll_interval=0.005)
+            many_s = run_once(two, "many")
+    print(f"median of {args.repeat}; env python {python}")
+    print(f"bare `python -I -c pass`        {bare * 1e3:8.1f} ms   1.0x")
+    print(f"no-op python task, end to end   {py * 1e3:8.1f} ms {py / bare:5.1f}x  (target <= 2x)")
+    print(f"no-op command task, end to end  {cmd * 1e3:8.1f} ms {cmd / bare:5.1f}x")
+    rate = args.tasks / many_s
+    print(f"{args.tasks} no-op tasks, parallelism 2: {many_s:.1f} s, {rate:.1f} tasks/s", end="")
+    print(" (target >= 40)")
+    big = decisions(10_000, 1)
+    small = decisions(10, 1000)
+    print(f"plan one 10,000-task run: {big * 1e3:.0f} ms")
+    print(f"plan 1,000 runs of 10 tasks: {small * 1e3:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
