@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import datetime
 import importlib
-import inspect
 import json
 import os
 import sys
-import traceback
-from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+import types
+
+# Imported only for type checkers: at run time typing, inspect and traceback would cost a
+# task several milliseconds of start-up each time (inspect alone imports ast and tokenize).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, NoReturn
 
 CTX_FD_VAR = "ISOLATE_CTX_FD"
 XCOM_FD_VAR = "ISOLATE_XCOM_FD"
@@ -125,6 +129,10 @@ def context_kwargs(
     available: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The context keys ``function`` asks for and that its arguments do not already bind."""
+    if type(function) is types.FunctionType:
+        return _plain_function_kwargs(function, args, kwargs, available)
+    import inspect
+
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):  # some builtins have no signature: give them nothing
@@ -145,6 +153,40 @@ def context_kwargs(
     # A name already bound by the task's own arguments is the author's value, not the context's.
     skip = bound | set(kwargs)
     return {name: available[name] for name in sorted(wanted - skip)}
+
+
+# inspect.CO_VARARGS and CO_VARKEYWORDS, without importing inspect.
+_CO_VARARGS = 0x04
+_CO_VARKEYWORDS = 0x08
+
+
+def _plain_function_kwargs(
+    function: types.FunctionType,
+    args: list[Any],
+    kwargs: Mapping[str, Any],
+    available: Mapping[str, Any],
+) -> dict[str, Any]:
+    """:func:`context_kwargs` for a plain function, from its code object alone."""
+    code = function.__code__
+    positional = code.co_varnames[code.co_posonlyargcount : code.co_argcount]
+    keyword_only = code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
+    if len(args) > code.co_argcount and not code.co_flags & _CO_VARARGS:
+        raise TypeError(
+            f"{_name(function)}: the task's arguments do not fit: it takes "
+            f"{code.co_argcount} positional arguments but {len(args)} were given"
+        )
+    unknown = set(kwargs) - set(positional) - set(keyword_only)
+    if unknown and not code.co_flags & _CO_VARKEYWORDS:
+        raise TypeError(
+            f"{_name(function)}: the task's arguments do not fit: unexpected keyword "
+            f"argument(s) {', '.join(sorted(unknown))}"
+        )
+    bound = set(code.co_varnames[: min(len(args), code.co_argcount)]) | set(kwargs)
+    if code.co_flags & _CO_VARKEYWORDS:
+        wanted = set(available)
+    else:
+        wanted = {name for name in (*positional, *keyword_only) if name in available}
+    return {name: available[name] for name in sorted(wanted - bound)}
 
 
 def _name(function: Callable[..., Any]) -> str:
@@ -180,6 +222,8 @@ def send(fd: int | None, data: bytes) -> None:
 
 
 def one_line(exc: BaseException) -> str:
+    import traceback
+
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     text = " ".join(text.split())
     return text[:_ERROR_CHARS]
@@ -233,6 +277,8 @@ def main() -> NoReturn:
     except SystemExit:
         raise  # sys.exit(n) in the task: exit n (the supervisor treats 0 without XCom as failed)
     except BaseException as exc:
+        import traceback
+
         traceback.print_exc()
         _report(xcom_fd, one_line(exc))
         sys.stderr.flush()
