@@ -424,3 +424,26 @@ def test_concurrent_pushers_get_distinct_consecutive_versions(db_url: str, tmp_p
         with store.engine.connect() as conn:
             blobs = conn.execute(sa.text("SELECT COUNT(*) FROM blobs")).scalar_one()
         assert blobs == 1 + workers  # one shared bundle, one lock per worker
+
+
+def test_a_blob_at_the_bundle_cap_round_trips(store: Store) -> None:
+    """32 MiB (the default max_bundle_bytes) of incompressible bytes, on every backend:
+    chunks keep each statement far below MariaDB's default 16 MiB packet limit."""
+    from isolate.config import Settings
+
+    data = os.urandom(Settings.max_bundle_bytes)
+    digest = store.put_blob("bundle", data)
+    assert store.get_blob(digest) == data
+
+
+def test_a_damaged_blob_is_reported_not_returned(store: Store) -> None:
+    from isolate.errors import StoreError
+    from isolate.store import tables
+
+    digest = store.put_blob("lock", b"x" * 3000)
+    with store.engine.begin() as conn:
+        conn.execute(
+            tables.blob_chunks.update().where(tables.blob_chunks.c.hash == digest).values(data=b"y")
+        )
+    with pytest.raises(StoreError, match="damaged in the database"):
+        store.get_blob(digest)

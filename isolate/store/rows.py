@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
+from isolate.errors import StoreError
 from isolate.store import tables as t
 from isolate.store.records import AuditRecord, VersionRecord
 
@@ -62,9 +63,35 @@ def insert_blob(conn: Connection, kind: str, data: bytes, digest: str, now: date
     if not has_blob(conn, digest):
         conn.execute(
             t.blobs.insert().values(
-                hash=digest, kind=kind, size=len(data), data=data, created_at=now
+                hash=digest, kind=kind, size=len(data), data=None, created_at=now
             )
         )
+        step = t.BLOB_CHUNK_BYTES
+        for seq, start in enumerate(range(0, len(data), step)):
+            conn.execute(
+                t.blob_chunks.insert().values(hash=digest, seq=seq, data=data[start : start + step])
+            )
+
+
+def read_blob(conn: Connection, digest: str) -> bytes | None:
+    """The bytes stored under ``digest`` (None if absent), checked against their hash."""
+    row = conn.execute(
+        sa.select(t.blobs.c.data, t.blobs.c.size).where(t.blobs.c.hash == digest)
+    ).first()
+    if row is None:
+        return None
+    if row.data is not None:
+        data = bytes(row.data)  # written before chunks existed
+    else:
+        parts = conn.execute(
+            sa.select(t.blob_chunks.c.data)
+            .where(t.blob_chunks.c.hash == digest)
+            .order_by(t.blob_chunks.c.seq)
+        )
+        data = b"".join(bytes(part) for (part,) in parts)
+    if len(data) != row.size or content_hash(data) != digest:
+        raise StoreError(f"blob {digest} is damaged in the database: restore it from a backup")
+    return data
 
 
 def insert_audit(

@@ -257,12 +257,10 @@ class Store:
     def get_blob(self, digest: str) -> bytes:
         """The bytes stored under ``digest``; ``NotFoundError`` if there are none."""
         with reading(self.engine) as conn:
-            data = conn.execute(
-                sa.select(t.blobs.c.data).where(t.blobs.c.hash == digest)
-            ).scalar_one_or_none()
+            data = rows.read_blob(conn, digest)
         if data is None:
             raise NotFoundError(f"no blob {digest}")
-        return bytes(data)
+        return data
 
     def has_blob(self, digest: str) -> bool:
         """Whether a blob is stored under ``digest``."""

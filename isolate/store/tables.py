@@ -97,7 +97,8 @@ blobs = sa.Table(
     sa.Column("hash", sa.String(HASH_LENGTH), primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("size", sa.BigInteger(), nullable=False),
-    sa.Column("data", LongBlob, nullable=False),
+    # NULL: the bytes are in blob_chunks (every blob written since revision 0004).
+    sa.Column("data", LongBlob, nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.CheckConstraint("kind IN ('bundle', 'lock')", name="kind"),
     sa.CheckConstraint("size >= 0", name="size"),
@@ -205,5 +206,18 @@ task_instances = sa.Table(
     sa.CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in TASK_STATES) + ")", name="state"),
     sa.CheckConstraint("try_number >= 0", name="try_number"),
     sa.Index(None, "state"),
+    **_MYSQL_TABLE,
+)
+
+# A blob's bytes in pieces small enough for every server's packet limit: MariaDB's default
+# max_allowed_packet is 16 MiB, and a binary value can double in size once escaped.
+BLOB_CHUNK_BYTES = 1024 * 1024
+
+blob_chunks = sa.Table(
+    "blob_chunks",
+    metadata,
+    sa.Column("hash", sa.String(HASH_LENGTH), sa.ForeignKey("blobs.hash"), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("data", LongBlob, nullable=False),
     **_MYSQL_TABLE,
 )
