@@ -7,6 +7,7 @@ disk, database or DAG code.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -148,10 +149,12 @@ class DagSpec:
     bundle_hash: str
 
     def task(self, task_id: str) -> TaskSpec:
-        for spec in self.tasks:
-            if spec.task_id == task_id:
-                return spec
-        raise KeyError(task_id)
+        return self._tasks_by_id[task_id]
+
+    @functools.cached_property
+    def _tasks_by_id(self) -> dict[str, TaskSpec]:
+        # cached_property writes the instance __dict__ directly, which a frozen dataclass allows.
+        return {spec.task_id: spec for spec in self.tasks}
 
     @property
     def task_ids(self) -> tuple[str, ...]:

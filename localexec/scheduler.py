@@ -42,6 +42,16 @@ from localexec.workspace import Workspace
 TaskKey = tuple[str, str, str]  # dag_id, run_id, task_id
 
 
+@dataclass(frozen=True)
+class _Ready:
+    """A scheduled task instance, with its run's instances as read this tick (for XComs)."""
+
+    run: RunRecord
+    task: TaskSpec
+    ti: TaskInstanceRecord
+    tis: dict[str, TaskInstanceRecord]
+
+
 @dataclass
 class _Started:
     """What the scheduler keeps of a running attempt until its outcome is recorded."""
@@ -87,7 +97,7 @@ class Scheduler:
         now = self.clock()
         self.record(self.executor.finished())
         self.create_scheduled_runs(now)
-        runnable: list[tuple[RunRecord, TaskSpec, TaskInstanceRecord]] = []
+        runnable: list[_Ready] = []
         active = self.store.runs.list(states=set(ACTIVE_RUN_STATES))
         running_per_dag: dict[str, int] = {}
         for run in active:
@@ -101,10 +111,10 @@ class Scheduler:
                 run = self.store.runs.set_state(run.dag_id, run.run_id, RunState.RUNNING)
                 running_per_dag[run.dag_id] = running_per_dag.get(run.dag_id, 0) + 1
             runnable += self.advance(run, spec, now)
-        for run, task, ti in runnable:
+        for ready in runnable:
             if self.executor.free_slots <= 0:
                 break
-            self.launch(run, task, ti)
+            self.launch(ready)
         still_active = self.store.runs.list(states=set(ACTIVE_RUN_STATES))
         return bool(still_active) or self.executor.busy
 
@@ -139,9 +149,7 @@ class Scheduler:
                     task_ids=list(spec.task_ids),
                 )
 
-    def advance(
-        self, run: RunRecord, spec: DagSpec, now: datetime
-    ) -> list[tuple[RunRecord, TaskSpec, TaskInstanceRecord]]:
+    def advance(self, run: RunRecord, spec: DagSpec, now: datetime) -> list[_Ready]:
         """Apply the planner's decisions to one run; returns its tasks ready to start."""
         tis = {ti.task_id: ti for ti in self.store.tasks.list(run.dag_id, run.run_id)}
         views = {task_id: TaskView(ti.state, ti.next_try_at) for task_id, ti in tis.items()}
@@ -177,7 +185,7 @@ class Scheduler:
             self.store.runs.set_state(run.dag_id, run.run_id, plan.finished)
             return []
         return [
-            (run, spec.task(task_id), ti)
+            _Ready(run, spec.task(task_id), ti, tis)
             for task_id, ti in sorted(tis.items())
             if ti.state is TaskState.SCHEDULED
             and (run.dag_id, run.run_id, task_id) not in self._started
@@ -185,8 +193,9 @@ class Scheduler:
 
     # -- attempts ------------------------------------------------------------------------
 
-    def launch(self, run: RunRecord, task: TaskSpec, ti: TaskInstanceRecord) -> None:
-        """Queue the next try of ``ti``, prepare it and start it (or record why it could not)."""
+    def launch(self, ready: _Ready) -> None:
+        """Queue the next try of a task, prepare it and start it (or record why it could not)."""
+        run, task, ti = ready.run, ready.task, ready.ti
         key = (run.dag_id, run.run_id, task.task_id)
         try_number = ti.try_number + 1
         self.store.tasks.transition(
@@ -194,7 +203,7 @@ class Scheduler:
         )
         held = ExitStack()
         try:
-            attempt = self.prepare(run, task, try_number, held)
+            attempt = self.prepare(run, task, try_number, held, ready.tis)
         except (IsolateError, EnvCacheError, OSError) as exc:
             held.close()
             self.settle(run, task, try_number, ok=False, message=f"could not start: {exc}")
@@ -219,7 +228,14 @@ class Scheduler:
             self._started.pop(key).held.close()
             self.settle(run, task, try_number, ok=False, message=f"could not start: {exc}")
 
-    def prepare(self, run: RunRecord, task: TaskSpec, try_number: int, held: ExitStack) -> Attempt:
+    def prepare(
+        self,
+        run: RunRecord,
+        task: TaskSpec,
+        try_number: int,
+        held: ExitStack,
+        tis: dict[str, TaskInstanceRecord],
+    ) -> Attempt:
         spec = self.spec(run.dag_id, run.version)
         env = self.envs.ensure(spec)  # built now if it is missing; a modified env fails the try
         held.enter_context(self.envs.cache.use(env.key))
@@ -227,7 +243,6 @@ class Scheduler:
         work, log = self.workspace.attempt_paths(
             run.dag_id, run.run_id, task.task_id, str(try_number)
         )
-        tis = {ti.task_id: ti for ti in self.store.tasks.list(run.dag_id, run.run_id)}
         policy = task.effective_retry(spec.defaults)
         return Attempt(
             kind=task.kind,
