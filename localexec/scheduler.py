@@ -133,10 +133,7 @@ class Scheduler:
             spec = self.spec(summary.dag_id, summary.latest_version)
             if spec.schedule is None:
                 continue
-            scheduled = [
-                r for r in self.store.runs.list(summary.dag_id) if r.run_type == "scheduled"
-            ]
-            last = max((r.logical_date for r in scheduled), default=None)
+            last = self.store.runs.last_logical_date(summary.dag_id, "scheduled")
             for interval in due_intervals(spec, last=last, now=now, limit=spec.max_active_runs):
                 self.store.runs.create(
                     spec.dag_id,

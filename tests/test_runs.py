@@ -246,3 +246,26 @@ def test_task_transitions_are_guarded_and_carry_attempt_fields(store: Store) -> 
         store.tasks.transition("etl", "r", "a", S.NONE, queue="x")
     with pytest.raises(NotFoundError, match="has no task 'b'"):
         store.tasks.get("etl", "r", "b")
+
+
+def test_last_logical_date_per_run_type(store: Store) -> None:
+    push(store, "etl", "v1")
+    assert store.runs.last_logical_date("etl", "scheduled") is None
+    for day in (3, 1, 2):
+        store.runs.create(
+            "etl",
+            run_id=f"s{day}",
+            run_type="scheduled",
+            conf={},
+            created_by="x",
+            logical_date=datetime(2024, 1, day, tzinfo=UTC),
+        )
+    store.runs.create(
+        "etl",
+        run_id="m",
+        run_type="manual",
+        conf={},
+        created_by="x",
+        logical_date=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    assert store.runs.last_logical_date("etl", "scheduled") == datetime(2024, 1, 3, tzinfo=UTC)

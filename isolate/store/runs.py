@@ -138,6 +138,19 @@ class Runs:
 
         return write(self.engine, f"change the state of run {run_id!r}", work)
 
+    def last_logical_date(self, dag_id: str, run_type: str) -> datetime | None:
+        """The newest logical date of the DAG's runs of ``run_type`` (None: no such run)."""
+        r = t.dag_runs.c
+        query = (
+            sa.select(r.logical_date)
+            .where(r.dag_id == dag_id, r.run_type == run_type)
+            .order_by(r.logical_date.desc())
+            .limit(1)
+        )
+        with reading(self.engine) as conn:
+            value: datetime | None = conn.execute(query).scalar_one_or_none()
+        return value
+
     def active_versions(self) -> set[tuple[str, int]]:
         """(dag_id, version) of every queued or running run: their envs must stay."""
         r = t.dag_runs.c
