@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
@@ -231,22 +231,23 @@ def logs(
             raise NotFoundError(f"no log for try {number} of {task_id} in run {run_id}") from None
         with handle:
             while True:
-                chunk = handle.read(65536)
-                if chunk:
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.buffer.flush()
-                    continue
-                if (
-                    not follow
-                    or store.tasks.get(run.dag_id, run.run_id, task_id).try_number != number
-                    or not _running(store, run, task_id)
-                ):
+                _copy_available(handle)
+                if not follow or not _still_writing(store, run, task_id, number):
+                    # The footer is written before the state changes: one last read gets it.
+                    _copy_available(handle)
                     break
-                time.sleep(0.5)
+                time.sleep(0.2)
 
 
-def _running(store: Store, run: RunRecord, task_id: str) -> bool:
-    return store.tasks.get(run.dag_id, run.run_id, task_id).state.value in ("queued", "running")
+def _copy_available(handle: BinaryIO) -> None:
+    while chunk := handle.read(65536):
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+def _still_writing(store: Store, run: RunRecord, task_id: str, number: int) -> bool:
+    ti = store.tasks.get(run.dag_id, run.run_id, task_id)
+    return ti.try_number == number and ti.state.value in ("queued", "running")
 
 
 @tasks.command()

@@ -314,3 +314,34 @@ def test_two_dags_pinned_to_conflicting_library_versions_each_see_their_own(
     assert seen == {"old_lib": "1.0", "new_lib": "2.0"}
     keys = {name: show(cli, run_id)["tasks"][0]["env_key"] for name, run_id in runs.items()}
     assert keys["old_lib"] != keys["new_lib"]
+
+
+def test_logs_follow_a_running_try_to_its_end(cli, home: Path, make_folder) -> None:
+    dag = (
+        "from isolate import DAG, CommandTask\n"
+        'with DAG("chatty"):\n'
+        '    CommandTask("talk", command="for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done")\n'
+    )
+    cli("push", str(make_folder({"dag.py": dag})))
+    run_id = json.loads(cli("trigger", "chatty", "--json").stdout)["run_id"]
+    exe = str(Path(sys.executable).parent / "isolate")
+    env = dict(os.environ)
+    scheduler = subprocess.Popen([exe, "scheduler", "--until-idle"], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if show(cli, run_id)["tasks"][0]["state"] == "running":
+                break
+            time.sleep(0.05)
+        follow = subprocess.run(
+            [exe, "tasks", "logs", run_id, "talk", "--follow"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    finally:
+        scheduler.wait(timeout=60)
+    assert [f"line {i}" in follow.stdout for i in range(1, 6)] == [True] * 5
+    assert "--- isolate outcome: success" in follow.stdout
