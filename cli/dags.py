@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cli.options import home_option, json_option
-from cli.output import print_json, print_table, short_hash, timestamp
+from cli.output import print_json, print_table, printable, short_hash, timestamp
 from isolate.catalog import diff_versions, stored_version
 from isolate.config import load_config
 from isolate.diff import SpecDiff
@@ -121,7 +121,7 @@ def show(dag_id: str, version: int | None, home: str | None, as_json: bool) -> N
         ("bundle", spec.bundle_hash),
     ]
     for name, value in fields:
-        click.echo(f"{name + ':':<11}{value}")
+        click.echo(f"{name + ':':<11}{printable(value)}")
     click.echo()
     print_table(
         ["TASK_ID", "KIND", "UPSTREAM", "TRIGGER_RULE", "RETRIES", "RUNS"],

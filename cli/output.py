@@ -49,6 +49,13 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, datetime):
         return timestamp(value)
-    text = str(value)
-    # Names and messages come from authors: never let them move the cursor or forge lines.
+    return printable(str(value))
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character shown as "?".
+
+    Names, messages and task output come from authors: never let them move the cursor,
+    retitle the terminal or forge lines.
+    """
     return "".join(ch if ch.isprintable() else "?" for ch in text)

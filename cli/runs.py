@@ -239,9 +239,16 @@ def logs(
                 time.sleep(0.2)
 
 
+# Task output is hostile: on a terminal, control bytes other than newline and tab could move
+# the cursor, retitle the window or forge lines, so they are shown as "?".
+_UNSAFE = bytes(range(32)).replace(b"\n", b"").replace(b"\t", b"") + b"\x7f"
+_TERMINAL_SAFE = bytes.maketrans(_UNSAFE, b"?" * len(_UNSAFE))
+
+
 def _copy_available(handle: BinaryIO) -> None:
+    terminal = sys.stdout.isatty()
     while chunk := handle.read(65536):
-        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.write(chunk.translate(_TERMINAL_SAFE) if terminal else chunk)
     sys.stdout.buffer.flush()
 
 

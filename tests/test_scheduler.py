@@ -345,3 +345,31 @@ def test_logs_follow_a_running_try_to_its_end(cli, home: Path, make_folder) -> N
         scheduler.wait(timeout=60)
     assert [f"line {i}" in follow.stdout for i in range(1, 6)] == [True] * 5
     assert "--- isolate outcome: success" in follow.stdout
+
+
+def test_logs_shown_on_a_terminal_cannot_send_control_sequences(
+    cli, home: Path, make_folder
+) -> None:
+    import pty
+
+    dag = (
+        "from isolate import DAG, CommandTask\n"
+        'with DAG("evil"):\n'
+        '    CommandTask("t", command="printf \'ok\\\\033]0;pwned\\\\007\\\\033[2Jdone\\\\n\'")\n'
+    )
+    cli("push", str(make_folder({"dag.py": dag})))
+    run_id = json.loads(cli("trigger", "evil", "--json").stdout)["run_id"]
+    run_scheduler(home)
+    raw = cli("tasks", "logs", run_id, "t").stdout  # not a terminal: the bytes as written
+    assert "\x1b]0;pwned\x07" in raw
+    exe = str(Path(sys.executable).parent / "isolate")
+    primary, secondary = pty.openpty()
+    try:
+        subprocess.run(
+            [exe, "tasks", "logs", run_id, "t"], stdout=secondary, env=dict(os.environ), check=True
+        )
+        os.close(secondary)
+        shown = os.read(primary, 65536).decode()
+    finally:
+        os.close(primary)
+    assert "ok?]0;pwned??[2Jdone" in shown and "\x1b" not in shown
