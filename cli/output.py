@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -59,3 +60,16 @@ def printable(text: str) -> str:
     retitle the terminal or forge lines.
     """
     return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+# Task output is hostile: on a terminal, control bytes other than newline and tab could move
+# the cursor, retitle the window or forge lines, so they are shown as "?".
+_UNSAFE = bytes(range(32)).replace(b"\n", b"").replace(b"\t", b"") + b"\x7f"
+_TERMINAL_SAFE = bytes.maketrans(_UNSAFE, b"?" * len(_UNSAFE))
+
+
+def write_output(data: bytes) -> None:
+    """Write task output to stdout: as is when piped, made harmless on a terminal."""
+    out = sys.stdout.buffer
+    out.write(data.translate(_TERMINAL_SAFE) if sys.stdout.isatty() else data)
+    out.flush()

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 import click
 
 from cli.options import home_option, json_option
-from cli.output import print_json, print_table, short_hash
+from cli.output import print_json, print_table, short_hash, write_output
 from isolate.clearing import clear_tasks
 from isolate.config import load_config
 from isolate.errors import NotFoundError, UsageError
@@ -239,17 +239,9 @@ def logs(
                 time.sleep(0.2)
 
 
-# Task output is hostile: on a terminal, control bytes other than newline and tab could move
-# the cursor, retitle the window or forge lines, so they are shown as "?".
-_UNSAFE = bytes(range(32)).replace(b"\n", b"").replace(b"\t", b"") + b"\x7f"
-_TERMINAL_SAFE = bytes.maketrans(_UNSAFE, b"?" * len(_UNSAFE))
-
-
 def _copy_available(handle: BinaryIO) -> None:
-    terminal = sys.stdout.isatty()
     while chunk := handle.read(65536):
-        sys.stdout.buffer.write(chunk.translate(_TERMINAL_SAFE) if terminal else chunk)
-    sys.stdout.buffer.flush()
+        write_output(chunk)
 
 
 def _still_writing(store: Store, run: RunRecord, task_id: str, number: int) -> bool:
@@ -293,7 +285,7 @@ def test_task(path: Path, task_id: str, dag_id: str | None, home: str | None) ->
       isolate test dags/etl extract
     """
     result = run_task(load_config(home), path, task_id, dag_id=dag_id)
-    click.echo(result.log, nl=False)
+    write_output(result.log.encode("utf-8", "replace"))
     if result.outcome.has_xcom:
         click.echo(f"xcom: {json.dumps(result.outcome.xcom, sort_keys=True)}")
     if not result.outcome.ok:
