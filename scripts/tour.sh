@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs isolate into .venv and takes it for a spin in a throwaway home: init, lock and
-# push the example DAG folder (its env is built), push again (nothing changes), then list,
-# show, history, the env it runs in, and what gc would do.
+# push the example DAG folder (its env is built), push again (nothing changes), list, show,
+# history, the env; then trigger a run, let the scheduler run it, and look at the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3.11}
@@ -22,4 +22,10 @@ run isolate dags list
 run isolate dags show example.etl
 run isolate dags history example.etl
 run isolate env list
+run isolate trigger example.etl --conf '{"params": {"region": "us"}}'
+run isolate scheduler --until-idle
+run isolate runs list example.etl
+run_id=$(isolate runs list example.etl --json | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run_id"])')
+run isolate runs show "$run_id"
+run isolate tasks logs "$run_id" report
 run isolate gc --dry-run
