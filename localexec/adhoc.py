@@ -18,7 +18,7 @@ from isolate.dagfile import load_folder
 from isolate.environments import EnvResolver
 from isolate.errors import UsageError
 from localexec import supervisor
-from localexec.attempt import Attempt, Outcome, make_context
+from localexec.attempt import Outcome, Placement, make_context, task_attempt
 from localexec.runtime import install_runtime
 
 
@@ -49,33 +49,24 @@ def run_task(config: Config, path: Path, task_id: str, *, dag_id: str | None = N
         runtime = install_runtime(root / "runtime")
         (root / "work").mkdir(mode=0o700)
         log_path = root / "task.log"
-        attempt = Attempt(
-            kind=task.kind,
+        where = Placement(
             python=env.env.python,
             bootstrap=runtime.bootstrap,
-            bundle_dir=root / "bundle",
             sdk_dir=runtime.sdk_dir,
+            bundle_dir=root / "bundle",
             work_dir=root / "work",
             log_path=log_path,
-            context=make_context(
-                dag_id=spec.dag_id,
-                task_id=task_id,
-                run_id=f"test__{now.isoformat()}",
-                logical_date=now,
-                try_number=1,
-                params=spec.params,
-            ),
-            callable=task.callable,
-            args=list(task.args),
-            kwargs=dict(task.kwargs or {}),
-            command=task.command
-            if isinstance(task.command, str)
-            else list(task.command or ()) or None,
-            env=dict(task.env),
-            limits=task.limits,
-            execution_timeout=task.effective_retry(spec.defaults).execution_timeout,
             env_key=env.key,
         )
+        context = make_context(
+            dag_id=spec.dag_id,
+            task_id=task_id,
+            run_id=f"test__{now.isoformat()}",
+            logical_date=now,
+            try_number=1,
+            params=spec.params,
+        )
+        attempt = task_attempt(spec, task, where, context, xcoms={})
         outcome = supervisor.run(attempt)
         log = log_path.read_text(encoding="utf-8", errors="replace")
     return AdhocResult(dag_id=spec.dag_id, outcome=outcome, log=log)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isolate.model import Limits
+from isolate.model import DagSpec, Limits, TaskSpec
 
 KINDS = ("python", "command", "callback")
 DEFAULT_XCOM_MAX_BYTES = 1 << 20
@@ -177,3 +177,48 @@ _SIGNAL_HINTS: dict[int, str] = {
     int(signal.SIGXCPU): "CPU time limit reached",
     int(signal.SIGXFSZ): "file size limit reached",
 }
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an attempt runs: its env's python, the runtime files, bundle, work dir and log."""
+
+    python: Path
+    bootstrap: Path
+    sdk_dir: Path
+    bundle_dir: Path
+    work_dir: Path
+    log_path: Path
+    env_key: str
+
+
+def task_attempt(
+    spec: DagSpec,
+    task: TaskSpec,
+    where: Placement,
+    context: Mapping[str, Any],
+    xcoms: Mapping[str, Any],
+    version: int | None = None,
+) -> Attempt:
+    """The attempt that runs ``task`` of ``spec`` as the format describes it."""
+    command = task.command if isinstance(task.command, str) else list(task.command or ()) or None
+    return Attempt(
+        kind=task.kind,
+        python=where.python,
+        bootstrap=where.bootstrap,
+        bundle_dir=where.bundle_dir,
+        sdk_dir=where.sdk_dir,
+        work_dir=where.work_dir,
+        log_path=where.log_path,
+        context=context,
+        xcoms=xcoms,
+        callable=task.callable,
+        args=list(task.args),
+        kwargs=dict(task.kwargs or {}),
+        command=command,
+        env=dict(task.env),
+        limits=task.limits,
+        execution_timeout=task.effective_retry(spec.defaults).execution_timeout,
+        version=version,
+        env_key=where.env_key,
+    )

@@ -32,7 +32,14 @@ from isolate.states import ACTIVE_RUN_STATES, RunState, TaskState
 from isolate.store import RunRecord, Store, TaskInstanceRecord
 from isolate.triggering import scheduled_run_id
 from localexec import supervisor
-from localexec.attempt import Attempt, Outcome, Running, make_context
+from localexec.attempt import (
+    Attempt,
+    Outcome,
+    Placement,
+    Running,
+    make_context,
+    task_attempt,
+)
 from localexec.executor import Executor, Finished
 from localexec.planner import TaskView, plan_run
 from localexec.retries import next_attempt
@@ -240,29 +247,18 @@ class Scheduler:
         work, log = self.workspace.attempt_paths(
             run.dag_id, run.run_id, task.task_id, str(try_number)
         )
-        policy = task.effective_retry(spec.defaults)
-        return Attempt(
-            kind=task.kind,
+        where = Placement(
             python=env.env.python,
             bootstrap=self.workspace.runtime.bootstrap,
-            bundle_dir=bundle,
             sdk_dir=self.workspace.runtime.sdk_dir,
+            bundle_dir=bundle,
             work_dir=work,
             log_path=log,
-            context=self.context(run, spec, task, try_number),
-            xcoms={up: tis[up].xcom for up in task.upstream if tis[up].xcom is not None},
-            callable=task.callable,
-            args=list(task.args),
-            kwargs=dict(task.kwargs or {}),
-            command=task.command
-            if isinstance(task.command, str)
-            else list(task.command or ()) or None,
-            env=dict(task.env),
-            limits=task.limits,
-            execution_timeout=policy.execution_timeout,
-            version=run.version,
             env_key=env.key,
         )
+        xcoms = {up: tis[up].xcom for up in task.upstream if tis[up].xcom is not None}
+        context = self.context(run, spec, task, try_number)
+        return task_attempt(spec, task, where, context, xcoms, version=run.version)
 
     def context(
         self, run: RunRecord, spec: DagSpec, task: TaskSpec, try_number: int
