@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from cli import admin, audit, dags, env, gc, lock, push, runs
+from cli.tenants import tenants
 from envcache.errors import EnvCacheError
 from isolate.errors import IsolateError
 
@@ -38,7 +39,7 @@ def isolate() -> None:
     Authors:  isolate lock DAG_FOLDER    isolate push DAG_FOLDER -m "why"
               isolate dags history DAG_ID
     Admins:   isolate init    isolate db upgrade    isolate audit
-              isolate env list    isolate gc --dry-run
+              isolate env list    isolate gc --dry-run    isolate tenants list
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid DAG or bundle,
     5 configuration, 6 database, 7 environment (lock, interpreter, build).
@@ -58,6 +59,7 @@ isolate.add_command(runs.trigger)
 isolate.add_command(runs.runs)
 isolate.add_command(runs.tasks)
 isolate.add_command(runs.test_task)
+isolate.add_command(tenants)
 
 
 def main() -> None:

@@ -42,12 +42,18 @@ class Settings:
     allow_direct_references: bool = False
     build_on_push: bool = True
     gc_keep_versions: int = 3
+    # The admin-only tenant mapping (isolate.tenancy); None means /etc/isolate/tenants.toml.
+    # An absolute path, refused unless it and every directory above it are root-owned and
+    # not writable by group or others.
+    tenants_file: str | None = None
+    # run_as users below this uid (system accounts) are refused; root always is.
+    tenant_min_uid: int = 1000
 
 
 _SIZE_KEYS = {"max_spec_bytes", "max_bundle_bytes"}
 _BOOL_KEYS = {"paused_at_creation", "offline", "allow_direct_references", "build_on_push"}
 _LIST_KEYS = {"find_links"}
-_INT_KEYS = {"gc_keep_versions"}
+_INT_KEYS = {"gc_keep_versions", "tenant_min_uid"}
 _CHOICES = {"env_builder": ("uv", "virtualenv-pip")}
 
 
