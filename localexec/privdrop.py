@@ -1,25 +1,30 @@
-"""The privilege drop of a task process: the one place where the tenancy work plugs in.
+"""The privilege drop of a task process: becoming the mapped OS user, for good.
 
 Called in the forked child after ``setsid`` and before anything of the DAG's runs (template
-rendering, the import of DAG code). Until the tenancy issue (issue 5 §3) lands, tasks run as
-the scheduler's own user and this is a check, not a drop. The tenancy version will, in this
-order (CERT POS36-C: groups and gid before uid, or the gid change is no longer permitted):
+rendering, the import of DAG code). With no ``run_as`` the task runs as the scheduler's own
+user (single-user use). Otherwise, as root, in this order (CERT POS36-C: groups and gid
+before uid, or the gid change is no longer permitted):
 
-1. ``os.setgroups`` to the mapped user's own groups (``os.getgrouplist``), dropping root's;
-2. ``os.setresgid(gid, gid, gid)``;
-3. ``os.setresuid(uid, uid, uid)`` (real, effective and saved: nothing to switch back to);
-4. verify (CERT POS37-C): ``os.setuid(0)`` must fail and ``getresuid``/``getresgid``/
-   ``getgroups`` must show only the mapped user; then ``PR_SET_NO_NEW_PRIVS`` and
-   ``PR_SET_PDEATHSIG`` via prctl.
+1. the attempt's work directory (created fresh by root) is given to the user;
+2. ``os.setgroups`` to the user's own groups (``os.getgrouplist``), dropping root's;
+3. ``os.setresgid(gid, gid, gid)``, then ``os.setresuid(uid, uid, uid)``: real, effective
+   and saved, so there is nothing to switch back to;
+4. verify (CERT POS37-C): the ids and groups are exactly the user's, and ``setuid(0)`` and
+   ``setgid(0)`` fail;
+5. ``PR_SET_NO_NEW_PRIVS`` (no setuid binary can raise privileges again) and
+   ``PR_SET_PDEATHSIG`` (the task dies with its supervisor). The death signal is set last:
+   the kernel clears it whenever credentials change.
 
 Refusing root and low uids as run-as users is the mapping's rule (DESIGN.md invariants); this
-function enforces what it is given and fails closed.
+function refuses root again and fails closed on anything unexpected.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
+import signal
 from typing import TYPE_CHECKING
 
 from isolate.errors import IsolateError
@@ -27,22 +32,66 @@ from isolate.errors import IsolateError
 if TYPE_CHECKING:
     from localexec.attempt import Attempt
 
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_libc = ctypes.CDLL(None, use_errno=True)
+
 
 class PrivilegeDropError(IsolateError):
     """The task process cannot become the user it must run as."""
 
 
 def drop_privileges(attempt: Attempt) -> str:
-    """Become ``attempt.run_as`` (today: stay the current user). Returns who we are now."""
-    current = user_name(os.getuid())
-    if attempt.run_as is not None and attempt.run_as != current:
+    """Become ``attempt.run_as`` (None: stay who we are). Returns who we are now."""
+    if attempt.run_as is None:
+        return describe_identity()
+    try:
+        entry = pwd.getpwnam(attempt.run_as)
+    except KeyError:
+        raise PrivilegeDropError(f"cannot run as {attempt.run_as!r}: no such user") from None
+    if entry.pw_uid == 0:
+        raise PrivilegeDropError(f"refusing to run a task as {attempt.run_as!r} (uid 0)")
+    if os.geteuid() != 0:
+        if entry.pw_uid == os.geteuid():
+            return describe_identity()
         # Fail closed: running a tenant's task as the scheduler's user would be a silent
         # privilege escalation for that tenant.
         raise PrivilegeDropError(
-            f"cannot run as {attempt.run_as!r}: switching users is not implemented yet "
-            f"(the scheduler runs as {current!r})"
+            f"cannot run as {attempt.run_as!r}: the scheduler runs as "
+            f"{user_name(os.geteuid())!r}, and only root can switch users"
         )
+    parent = os.getppid()
+    uid, gid = entry.pw_uid, entry.pw_gid
+    groups = sorted(set(os.getgrouplist(entry.pw_name, gid)))
+    os.chown(attempt.work_dir, uid, gid, follow_symlinks=False)
+    os.setgroups(groups)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    _verify(uid, gid, groups)
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the supervisor died before the death signal was armed
+        raise PrivilegeDropError("the supervisor exited while the task was starting")
     return describe_identity()
+
+
+def _verify(uid: int, gid: int, groups: list[int]) -> None:
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+        raise PrivilegeDropError("the privilege drop did not take: ids differ after it")
+    if sorted(set(os.getgroups())) != groups:
+        raise PrivilegeDropError("the privilege drop did not take: groups differ after it")
+    for regain in (os.setuid, os.setgid):
+        try:
+            regain(0)
+        except PermissionError:
+            continue
+        raise PrivilegeDropError("the privilege drop did not take: root could be regained")
+
+
+def _prctl(option: int, value: int) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise PrivilegeDropError(f"prctl({option}) failed: {os.strerror(error)}")
 
 
 def describe_identity() -> str:

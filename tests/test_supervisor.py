@@ -438,11 +438,11 @@ def test_an_existing_log_is_never_reused(make_attempt: MakeAttempt) -> None:
         start(attempt)
 
 
-def test_another_run_as_user_fails_closed_until_tenancy_lands(make_attempt: MakeAttempt) -> None:
+def test_an_unknown_run_as_user_fails_closed(make_attempt: MakeAttempt) -> None:
     outcome = run(make_attempt(TASKS, callable="tasks:extract", run_as="nobody-else"))
     assert outcome.exit_code == 127
     assert outcome.start_error is not None
-    assert "cannot run as 'nobody-else'" in outcome.start_error
+    assert "cannot run as 'nobody-else': no such user" in outcome.start_error
 
 
 # -- small pure parts -----------------------------------------------------------------------

@@ -1,0 +1,225 @@
+"""Tasks as a mapped OS user: a real user made by the test, real forks, real permission checks."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from envcache.cache import EnvCache
+from envcache.interpreter import Interpreter
+from envcache.lockfile import parse_requirements
+from localexec.attempt import Attempt, make_context
+from localexec.runtime import RuntimeFiles, install_runtime
+from localexec.supervisor import run
+from tests.conftest import PYTHON
+from tests.localexec_support import LOGICAL_DATE
+
+USER = "isodrop-task"
+EXTRA_GROUP = "isodrop-extra"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+
+def _quiet(*argv: str) -> None:
+    subprocess.run(argv, check=False, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def task_user() -> Iterator[pwd.struct_passwd]:
+    _quiet("userdel", USER)  # leftovers of a crashed run
+    _quiet("groupdel", EXTRA_GROUP)
+    subprocess.run(["groupadd", EXTRA_GROUP], check=True)
+    subprocess.run(
+        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "-G", EXTRA_GROUP, USER],
+        check=True,
+    )
+    try:
+        yield pwd.getpwnam(USER)
+    finally:
+        _quiet("userdel", USER)
+        _quiet("groupdel", EXTRA_GROUP)
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[Path]:
+    """A root-owned 0711 tree the task user can traverse (pytest's tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="isolate-privdrop-"))
+    os.chmod(path, 0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def env_python(base: Path) -> Path:
+    cache = EnvCache(base / "envcache", offline=True)
+    return cache.ensure(parse_requirements(""), Interpreter.probe(PYTHON)).python
+
+
+@pytest.fixture(scope="module")
+def runtime(base: Path) -> RuntimeFiles:
+    return install_runtime(base / "runtime")
+
+
+PROBE = """
+    import os, json
+
+    def probe(secret):
+        try:
+            open(secret).read()
+            read_secret = True
+        except PermissionError:
+            read_secret = False
+        try:
+            os.setuid(0)
+            regained = True
+        except PermissionError:
+            regained = False
+        status = dict(
+            line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines()
+            if ":\\t" in line
+        )
+        return {
+            "resuid": list(os.getresuid()),
+            "resgid": list(os.getresgid()),
+            "groups": sorted(os.getgroups()),
+            "regained": regained,
+            "read_secret": read_secret,
+            "no_new_privs": status["NoNewPrivs"].strip(),
+            "cwd_owner": os.stat(".").st_uid,
+            "home": os.environ["HOME"],
+            "umask": oct(os.umask(0)),
+        }
+"""
+
+
+def attempt(
+    base: Path, env_python: Path, runtime: RuntimeFiles, name: str, **fields: object
+) -> Attempt:
+    bundle = base / f"bundle-{name}"
+    bundle.mkdir(mode=0o755)
+    (bundle / "probe.py").write_text(textwrap.dedent(PROBE))
+    os.chmod(bundle / "probe.py", 0o644)
+    work = base / f"work-{name}"
+    work.mkdir(mode=0o700)
+    options: dict[str, object] = {
+        "kind": "python",
+        "python": env_python,
+        "bootstrap": runtime.bootstrap,
+        "bundle_dir": bundle,
+        "sdk_dir": runtime.sdk_dir,
+        "work_dir": work,
+        "log_path": base / f"{name}.log",
+        "context": make_context(
+            dag_id="d", task_id="t", run_id="r", logical_date=LOGICAL_DATE, try_number=1
+        ),
+        "callable": "probe:probe",
+        "run_as": USER,
+    }
+    options.update(fields)
+    return Attempt(**options)  # type: ignore[arg-type]
+
+
+def test_the_task_runs_as_the_user_and_cannot_regain_root(
+    task_user: pwd.struct_passwd, base: Path, env_python: Path, runtime: RuntimeFiles
+) -> None:
+    secret = base / "scheduler-secret"
+    secret.write_text("database password")
+    os.chmod(secret, 0o600)
+    outcome = run(attempt(base, env_python, runtime, "probe", kwargs={"secret": str(secret)}))
+    assert outcome.ok, (outcome.message, outcome.start_error, (base / "probe.log").read_text())
+    seen = outcome.xcom
+    uid, gid = task_user.pw_uid, task_user.pw_gid
+    assert seen["resuid"] == [uid, uid, uid] and seen["resgid"] == [gid, gid, gid]
+    assert seen["groups"] == sorted({gid, grp.getgrnam(EXTRA_GROUP).gr_gid})  # none of root's
+    assert seen["regained"] is False and seen["read_secret"] is False
+    assert seen["no_new_privs"] == "1"
+    assert seen["cwd_owner"] == uid and seen["home"] == str(base / "work-probe")
+    assert seen["umask"] == "0o77"
+    assert f"user: {USER} (uid {uid}, gid {gid})" in (base / "probe.log").read_text()
+
+
+def test_root_is_never_a_run_as_user(base: Path, env_python: Path, runtime: RuntimeFiles) -> None:
+    outcome = run(attempt(base, env_python, runtime, "root", run_as="root"))
+    assert outcome.start_error is not None
+    assert "refusing to run a task as 'root' (uid 0)" in outcome.start_error
+
+
+def test_the_task_cannot_write_into_its_env_or_bundle(
+    task_user: pwd.struct_passwd, base: Path, env_python: Path, runtime: RuntimeFiles
+) -> None:
+    script = f"""
+        import os
+        def probe():
+            denied = []
+            for target in ({str(env_python.parent.parent)!r}, os.path.dirname(__file__)):
+                try:
+                    open(os.path.join(target, "planted"), "w")
+                except PermissionError:
+                    denied.append(target)
+            return len(denied)
+    """
+    made = attempt(base, env_python, runtime, "write")
+    (made.bundle_dir / "probe.py").write_text(textwrap.dedent(script))
+    outcome = run(made)
+    assert outcome.ok, (made.log_path.read_text(), outcome.start_error)
+    assert outcome.xcom == 2
+
+
+def test_the_task_dies_with_its_supervisor(
+    task_user: pwd.struct_passwd, base: Path, env_python: Path, runtime: RuntimeFiles
+) -> None:
+    made = attempt(
+        base, env_python, runtime, "orphan", kind="command", command=["sleep", "30"], callable=None
+    )
+    code = textwrap.dedent(
+        f"""
+        import os, pickle, sys
+        from localexec.supervisor import start
+        attempt = pickle.loads(bytes.fromhex({__import__("pickle").dumps(made).hex()!r}))
+        running = start(attempt)
+        print(running.pid, flush=True)
+        os._exit(0)
+        """
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True
+    )
+    pid = int(out.stdout.strip())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_context_file_and_xcom_pipe_still_work_after_the_drop(
+    task_user: pwd.struct_passwd, base: Path, env_python: Path, runtime: RuntimeFiles
+) -> None:
+    made = attempt(base, env_python, runtime, "json")
+    (made.bundle_dir / "probe.py").write_text(
+        "def probe(ds, params):\n    return {'ds': ds, 'params': params}\n"
+    )
+    outcome = run(made)
+    assert outcome.ok, made.log_path.read_text()
+    assert outcome.xcom == {"ds": "2024-03-05", "params": {}}
