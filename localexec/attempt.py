@@ -199,8 +199,11 @@ def task_attempt(
     context: Mapping[str, Any],
     xcoms: Mapping[str, Any],
     version: int | None = None,
+    run_as: str | None = None,
+    limits: Limits | None = None,
 ) -> Attempt:
-    """The attempt that runs ``task`` of ``spec`` as the format describes it."""
+    """The attempt that runs ``task`` of ``spec`` as the format describes it, as ``run_as``
+    (None: the supervisor's user) within ``limits`` (default: the task's own)."""
     command = task.command if isinstance(task.command, str) else list(task.command or ()) or None
     return Attempt(
         kind=task.kind,
@@ -217,8 +220,9 @@ def task_attempt(
         kwargs=dict(task.kwargs or {}),
         command=command,
         env=dict(task.env),
-        limits=task.limits,
+        limits=task.limits if limits is None else limits,
         execution_timeout=task.effective_retry(spec.defaults).execution_timeout,
+        run_as=run_as,
         version=version,
         env_key=where.env_key,
     )

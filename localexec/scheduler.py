@@ -41,8 +41,10 @@ from localexec.attempt import (
     task_attempt,
 )
 from localexec.executor import Executor, Finished
+from localexec.logs import create_log, write_all
 from localexec.planner import TaskView, plan_run
 from localexec.retries import next_attempt
+from localexec.tenants import TenantWatch, UnownedDagError, capped
 from localexec.timetable import due_intervals
 from localexec.workspace import Workspace
 
@@ -84,6 +86,7 @@ class Scheduler:
         self.workspace = Workspace(config)
         self.envs = EnvResolver(config)
         self.executor: Executor[TaskKey] = Executor(parallelism)
+        self.tenants = TenantWatch(config, store)
         self._started: dict[TaskKey, _Started] = {}
         self._specs: dict[tuple[str, int], DagSpec] = {}
         self.user = current_user()
@@ -210,7 +213,11 @@ class Scheduler:
             attempt = self.prepare(run, task, try_number, held, ready.tis)
         except (IsolateError, EnvCacheError, OSError) as exc:
             held.close()
-            self.settle(run, task, try_number, ok=False, message=f"could not start: {exc}")
+            message = f"could not start: {exc}"
+            self._log_refusal(run, task, try_number, message)
+            # A DAG no tenant owns does not run: retrying cannot change that, the mapping can.
+            retry = not isinstance(exc, UnownedDagError)
+            self.settle(run, task, try_number, ok=False, message=message, retry=retry)
             return
         self._started[key] = _Started(try_number, held)
 
@@ -222,7 +229,7 @@ class Scheduler:
                 started_at=running.started_at,
                 pid=running.pid,
                 pid_started=running.start_time,
-                run_as=self.user,
+                run_as=attempt.run_as or self.user,
                 env_key=attempt.env_key,
             )
 
@@ -241,6 +248,7 @@ class Scheduler:
         tis: dict[str, TaskInstanceRecord],
     ) -> Attempt:
         spec = self.spec(run.dag_id, run.version)
+        tenant = self.tenants.tenant_for(run.dag_id)  # read at every launch: changes apply now
         env = self.envs.ensure(spec)  # built now if it is missing; a modified env fails the try
         held.enter_context(self.envs.cache.use(env.key))
         bundle = self.workspace.bundle_dir(self.store, spec.bundle_hash)
@@ -258,7 +266,16 @@ class Scheduler:
         )
         xcoms = {up: tis[up].xcom for up in task.upstream if tis[up].xcom is not None}
         context = self.context(run, spec, task, try_number)
-        return task_attempt(spec, task, where, context, xcoms, version=run.version)
+        return task_attempt(
+            spec,
+            task,
+            where,
+            context,
+            xcoms,
+            version=run.version,
+            run_as=tenant.run_as if tenant else None,
+            limits=capped(task.limits, tenant.limits) if tenant else None,
+        )
 
     def context(
         self, run: RunRecord, spec: DagSpec, task: TaskSpec, try_number: int
@@ -303,6 +320,7 @@ class Scheduler:
         ok: bool,
         message: str,
         outcome: Outcome | None = None,
+        retry: bool = True,
     ) -> None:
         key = (run.dag_id, run.run_id, task.task_id)
         current = self.store.tasks.get(*key).state
@@ -319,7 +337,7 @@ class Scheduler:
             self.callback(run, task, try_number, "on_success")
             return
         policy = task.effective_retry(self.spec(run.dag_id, run.version).defaults)
-        retry_at = next_attempt(policy, try_number, now)
+        retry_at = next_attempt(policy, try_number, now) if retry else None
         if retry_at is not None:
             self.store.tasks.transition(
                 *key,
@@ -335,6 +353,20 @@ class Scheduler:
                 *key, TaskState.FAILED, expect=current, ended_at=now, outcome=message
             )
             self.callback(run, task, try_number, "on_failure")
+
+    def _log_refusal(self, run: RunRecord, task: TaskSpec, try_number: int, message: str) -> None:
+        """A try that never started still gets a log saying why (its only record for authors)."""
+        try:
+            _work, path = self.workspace.attempt_paths(
+                run.dag_id, run.run_id, task.task_id, str(try_number)
+            )
+            fd = create_log(path)
+        except OSError:
+            return
+        try:
+            write_all(fd, f"--- isolate attempt not started\n{message}\n".encode())
+        finally:
+            os.close(fd)
 
     def callback(self, run: RunRecord, task: TaskSpec, try_number: int, event: str) -> None:
         """Run the task's ``event`` callback, if any, as its own short process in the env."""

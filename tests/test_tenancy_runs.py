@@ -1,0 +1,151 @@
+"""The scheduler with a tenant mapping: tasks run as the mapped user, unowned DAGs do not run,
+and an admin's change to the mapping applies from the next attempt, audited."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import isolate
+from isolate.config import load_config
+from isolate.home import open_store
+from localexec.scheduler import Scheduler
+from tests.conftest import PYTHON, write_folder
+
+FIRST, SECOND = "isotr-first", "isotr-second"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+
+def _quiet(*argv: str) -> None:
+    subprocess.run(argv, check=False, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def users() -> Iterator[tuple[pwd.struct_passwd, pwd.struct_passwd]]:
+    for name in (FIRST, SECOND):
+        _quiet("userdel", name)
+        subprocess.run(
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True
+        )
+    try:
+        yield pwd.getpwnam(FIRST), pwd.getpwnam(SECOND)
+    finally:
+        for name in (FIRST, SECOND):
+            _quiet("userdel", name)
+
+
+@pytest.fixture
+def node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A home task users can traverse, and a root-owned mapping file beside it."""
+    base = Path(tempfile.mkdtemp(prefix="isolate-tenancy-"))
+    os.chmod(base, 0o711)
+    (base / "etc").mkdir(mode=0o755)
+    for name in list(os.environ):
+        if name.startswith("ISOLATE_") and not name.startswith("ISOLATE_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ISOLATE_HOME", str(base / "home"))
+    monkeypatch.setenv("ISOLATE_OFFLINE", "true")
+    monkeypatch.setenv("ISOLATE_ENV_PYTHON", PYTHON)
+    monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(base / "etc" / "tenants.toml"))
+    assert CliRunner().invoke(isolate, ["init"]).exit_code == 0
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def write_mapping(base: Path, run_as: str) -> None:
+    path = base / "etc" / "tenants.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [[tenant]]
+            name = "team"
+            dags = ["team.*"]
+            pushers = ["root"]
+            run_as = "{run_as}"
+            limits = {{ open_files = 64 }}
+            """
+        )
+    )
+    os.chmod(path, 0o644)
+
+
+def cli(*args: str) -> dict:
+    result = CliRunner().invoke(isolate, [*args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def schedule() -> None:
+    config = load_config(None)
+    with open_store(config) as store:
+        Scheduler(config, store, parallelism=2, poll_interval=0.02).run(until_idle=True)
+
+
+WHOAMI = """
+    import os, resource
+    from isolate import DAG, task
+
+    @task
+    def whoami():
+        return [os.getuid(), resource.getrlimit(resource.RLIMIT_NOFILE)[0]]
+
+    with DAG("{dag_id}"):
+        whoami()
+"""
+
+
+def test_tasks_run_as_the_mapped_user_and_follow_mapping_changes(
+    node: Path, users: tuple[pwd.struct_passwd, pwd.struct_passwd]
+) -> None:
+    first, second = users
+    write_mapping(node, FIRST)
+    for dag_id in ("team.etl", "stray"):
+        folder = write_folder(node / "src" / dag_id, {"dag.py": WHOAMI.format(dag_id=dag_id)})
+        cli("push", str(folder))
+    owned = cli("trigger", "team.etl")["run_id"]
+    stray = cli("trigger", "stray")["run_id"]
+    schedule()
+    task = cli("runs", "show", owned)["tasks"][0]
+    assert task["state"] == "success" and task["run_as"] == FIRST
+    assert task["xcom"] == [first.pw_uid, 64]  # the tenant's open_files cap applies
+    unowned = cli("runs", "show", stray)["tasks"][0]
+    assert unowned["state"] == "failed" and unowned["try_number"] == 1
+    assert "no tenant owns DAG 'stray', so it does not run" in unowned["outcome"]
+    log = (node / "home" / "logs" / "stray" / stray / "whoami" / "1.log").read_text()
+    assert "no tenant owns DAG 'stray'" in log
+
+    write_mapping(node, SECOND)  # an admin's change: the next attempt runs as the new user
+    again = cli("trigger", "team.etl")["run_id"]
+    schedule()
+    assert cli("runs", "show", again)["tasks"][0]["xcom"][0] == second.pw_uid
+    reloads = [r for r in cli("audit") if r["action"] == "tenants.reload"]
+    assert len(reloads) >= 2 and all(r["outcome"] == "ok" for r in reloads)
+
+
+def test_an_unsafe_mapping_stops_every_task_from_starting(
+    node: Path, users: tuple[pwd.struct_passwd, pwd.struct_passwd]
+) -> None:
+    write_mapping(node, FIRST)
+    os.chmod(node / "etc" / "tenants.toml", 0o666)  # writable by anyone: not an admin's word
+    folder = write_folder(node / "src" / "team", {"dag.py": WHOAMI.format(dag_id="team.x")})
+    cli("push", str(folder))
+    run_id = cli("trigger", "team.x")["run_id"]
+    schedule()
+    task = cli("runs", "show", run_id)["tasks"][0]
+    assert task["state"] == "failed"
+    assert "the tenant mapping is invalid, no task starts" in task["outcome"]
+    audit = [r for r in cli("audit") if r["action"] == "tenants.reload"]
+    assert audit[0]["outcome"] == "error"
