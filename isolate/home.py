@@ -9,6 +9,10 @@ Layout (modes are the point: tenants traverse the home but never write into it):
       logs/            0711  per-tenant task logs below
       run/             0755  the scheduler's socket
       tmp/             0700  scratch space on the same filesystem (atomic renames)
+
+and, made by the scheduler on its first start (``localexec.workspace``): ``bundles/`` (0755,
+extracted bundles, read-only), ``work/`` (0711, a fresh 0700 directory per try, given to the
+user the try runs as) and ``runtime/`` (0755, the bootstrap and the SDK files tasks import).
 """
 
 from __future__ import annotations
