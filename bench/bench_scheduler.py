@@ -37,6 +37,7 @@ def make_home(root: Path) -> Path:
     home = root / "home"
     os.environ["ISOLATE_ENV_PYTHON"] = "/usr/bin/python3.11"
     os.environ["ISOLATE_OFFLINE"] = "true"
+    os.environ["ISOLATE_ALLOW_ROOT_TASKS"] = "true"  # a throwaway node with no tenants
     config = load_config(home)
     init_home(config)
     upgrade_database(config)

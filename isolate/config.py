@@ -48,10 +48,19 @@ class Settings:
     tenants_file: str | None = None
     # run_as users below this uid (system accounts) are refused; root always is.
     tenant_min_uid: int = 1000
+    # A scheduler running as root with no tenant mapping starts no task (it would run as
+    # root). Only for a throwaway single-user node (a tour, a test) may this say otherwise.
+    allow_root_tasks: bool = False
 
 
 _SIZE_KEYS = {"max_spec_bytes", "max_bundle_bytes"}
-_BOOL_KEYS = {"paused_at_creation", "offline", "allow_direct_references", "build_on_push"}
+_BOOL_KEYS = {
+    "paused_at_creation",
+    "offline",
+    "allow_direct_references",
+    "build_on_push",
+    "allow_root_tasks",
+}
 _LIST_KEYS = {"find_links"}
 _INT_KEYS = {"gc_keep_versions", "tenant_min_uid"}
 _CHOICES = {"env_builder": ("uv", "virtualenv-pip")}

@@ -1,9 +1,11 @@
 """The scheduler's view of the tenant mapping: re-read whenever the file changes, audited.
 
-No mapping file means single-user use: tasks run as the scheduler's own user. Once a mapping
-exists, every attempt takes its OS user from it at launch (an admin's change applies from the
-next attempt), a DAG no tenant owns does not run, and a mapping that became invalid stops
-every task from starting (fail closed) until it is fixed.
+No mapping file means single-user use: tasks run as the scheduler's own user, unless that
+is root, which starts no task without a mapping (the ``allow_root_tasks`` setting exists for
+throwaway nodes such as the tour and the tests). Once a mapping exists, every attempt takes
+its OS user from it at launch (an admin's change applies from the next attempt), a DAG no
+tenant owns does not run, and a mapping that became invalid stops every task from starting
+(fail closed) until it is fixed.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ class TenantWatch:
         """The DAG's tenant (None in single-user use); raises if no tenant owns it."""
         mapping = self.current()
         if mapping is None:
+            if os.geteuid() == 0 and not self.config.settings.allow_root_tasks:
+                raise UnownedDagError(
+                    f"no tenant mapping at {tenants_path(self.config)}: a scheduler running as "
+                    "root starts tasks only as mapped users (create the mapping; "
+                    "allow_root_tasks is for throwaway single-user nodes only)"
+                )
             return None
         tenant = mapping.owner(dag_id)
         if tenant is None:

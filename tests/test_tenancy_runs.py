@@ -149,3 +149,13 @@ def test_an_unsafe_mapping_stops_every_task_from_starting(
     assert "the tenant mapping is invalid, no task starts" in task["outcome"]
     audit = [r for r in cli("audit") if r["action"] == "tenants.reload"]
     assert audit[0]["outcome"] == "error"
+
+
+def test_as_root_without_a_mapping_no_task_starts(node: Path) -> None:
+    folder = write_folder(node / "src" / "lone", {"dag.py": WHOAMI.format(dag_id="lone")})
+    cli("push", str(folder))
+    run_id = cli("trigger", "lone")["run_id"]
+    schedule()
+    task = cli("runs", "show", run_id)["tasks"][0]
+    assert task["state"] == "failed" and task["try_number"] == 1
+    assert "a scheduler running as root starts tasks only as mapped users" in task["outcome"]
