@@ -7,6 +7,7 @@ through the same supervisor as scheduled attempts, with no upstream XComs.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from isolate.errors import UsageError
 from localexec import supervisor
 from localexec.attempt import Outcome, Placement, make_context, task_attempt
 from localexec.runtime import install_runtime
+from localexec.tenants import TenantWatch, capped
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,14 @@ def run_task(config: Config, path: Path, task_id: str, *, dag_id: str | None = N
         raise UsageError(f"{path}: several DAGs have a task {task_id!r}: choose one with --dag")
     spec = owners[0]
     task = spec.task(task_id)
+    # The same rule as the scheduler's: the mapped user, or refusal (e.g. root, no mapping).
+    tenant = TenantWatch(config, store=None).tenant_for(spec.dag_id)
     env = EnvResolver(config).ensure(spec)
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="isolate-test-") as scratch:
         root = Path(scratch)
+        # The mapped user must traverse to its work dir and the bundle (nothing is listed).
+        os.chmod(root, 0o711)  # noqa: S103
         extract_bundle(snapshot.bundle.data, root / "bundle")
         runtime = install_runtime(root / "runtime")
         (root / "work").mkdir(mode=0o700)
@@ -66,7 +72,15 @@ def run_task(config: Config, path: Path, task_id: str, *, dag_id: str | None = N
             try_number=1,
             params=spec.params,
         )
-        attempt = task_attempt(spec, task, where, context, xcoms={})
+        attempt = task_attempt(
+            spec,
+            task,
+            where,
+            context,
+            xcoms={},
+            run_as=tenant.run_as if tenant else None,
+            limits=capped(task.limits, tenant.limits) if tenant else None,
+        )
         outcome = supervisor.run(attempt)
         log = log_path.read_text(encoding="utf-8", errors="replace")
     return AdhocResult(dag_id=spec.dag_id, outcome=outcome, log=log)

@@ -31,7 +31,8 @@ class UnownedDagError(IsolateError):
 
 
 class TenantWatch:
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store | None) -> None:
+        """``store`` receives the audit records of reloads (None: not audited, e.g. a test run)."""
         self.config = config
         self.store = store
         self._stamp: tuple[int, int, int, int] | None = None
@@ -82,6 +83,8 @@ class TenantWatch:
         return tenant
 
     def _record(self, action: str, outcome: str, details: dict[str, object]) -> None:
+        if self.store is None:
+            return
         path = str(tenants_path(self.config))
         self.store.audit(
             "scheduler", action, None, outcome=outcome, details={"file": path, **details}

@@ -159,3 +159,15 @@ def test_as_root_without_a_mapping_no_task_starts(node: Path) -> None:
     task = cli("runs", "show", run_id)["tasks"][0]
     assert task["state"] == "failed" and task["try_number"] == 1
     assert "a scheduler running as root starts tasks only as mapped users" in task["outcome"]
+
+
+def test_isolate_test_follows_the_same_rule(
+    node: Path, users: tuple[pwd.struct_passwd, pwd.struct_passwd]
+) -> None:
+    folder = write_folder(node / "src" / "adhoc", {"dag.py": WHOAMI.format(dag_id="team.adhoc")})
+    refused = CliRunner().invoke(isolate, ["test", str(folder), "whoami"])
+    assert refused.exit_code != 0 and "starts tasks only as mapped users" in refused.stderr
+    write_mapping(node, FIRST)
+    ran = CliRunner().invoke(isolate, ["test", str(folder), "whoami"], catch_exceptions=False)
+    assert ran.exit_code == 0, ran.output
+    assert f"xcom: [{users[0].pw_uid}, 64]" in ran.stdout
