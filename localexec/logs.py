@@ -18,10 +18,18 @@ LOG_MODE = 0o600
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_APPEND | os.O_CLOEXEC
 
 
-def create_log(path: Path) -> int:
-    """A new log file at ``path``, mode 0600, opened for appending; never an existing file."""
+def create_log(path: Path, *, reader_gid: int | None = None) -> int:
+    """A new log file at ``path``, opened for appending; never an existing file.
+
+    Mode 0600; with ``reader_gid`` (the group of the user the task runs as) 0640 and that
+    group, so the tenant can read its own logs and other tenants cannot.
+    """
     fd = os.open(path, _FLAGS, LOG_MODE)
     try:
+        if reader_gid is not None:
+            os.fchown(fd, os.geteuid(), reader_gid)
+            os.fchmod(fd, 0o640)
+            return fd
         os.fchmod(fd, LOG_MODE)  # exact whatever the umask
     except BaseException:
         os.close(fd)

@@ -251,7 +251,7 @@ class Scheduler:
         tenant = self.tenants.tenant_for(run.dag_id)  # read at every launch: changes apply now
         env = self.envs.ensure(spec)  # built now if it is missing; a modified env fails the try
         held.enter_context(self.envs.cache.use(env.key))
-        bundle = self.workspace.bundle_dir(self.store, spec.bundle_hash)
+        bundle = self.workspace.bundle_dir(self.store, spec.bundle_hash, tenant)
         work, log = self.workspace.attempt_paths(
             run.dag_id, run.run_id, task.task_id, str(try_number)
         )
@@ -375,6 +375,8 @@ class Scheduler:
         if target is None:
             return
         try:
+            # The same user as the task: a callback is the tenant's code too.
+            tenant = self.tenants.tenant_for(run.dag_id)
             env = self.envs.ensure(spec)
             work, log = self.workspace.attempt_paths(
                 run.dag_id, run.run_id, task.task_id, f"{try_number}.{event}"
@@ -383,7 +385,7 @@ class Scheduler:
                 kind="callback",
                 python=env.env.python,
                 bootstrap=self.workspace.runtime.bootstrap,
-                bundle_dir=self.workspace.bundle_dir(self.store, spec.bundle_hash),
+                bundle_dir=self.workspace.bundle_dir(self.store, spec.bundle_hash, tenant),
                 sdk_dir=self.workspace.runtime.sdk_dir,
                 work_dir=work,
                 log_path=log,
@@ -392,6 +394,8 @@ class Scheduler:
                 callback_context={"event": event},
                 execution_timeout=60,
                 env_key=env.key,
+                run_as=tenant.run_as if tenant else None,
+                limits=capped(task.limits, tenant.limits) if tenant else task.limits,
             )
             supervisor.run(attempt)
         except (IsolateError, EnvCacheError, OSError):

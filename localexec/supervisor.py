@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import pwd
 import selectors
 import signal
 import time
@@ -41,7 +42,7 @@ def start(attempt: Attempt) -> Running:
     reported by :func:`wait` instead (``Outcome.start_error``).
     """
     started_at = dt.datetime.now(dt.UTC)
-    log_fd = create_log(attempt.log_path)
+    log_fd = create_log(attempt.log_path, reader_gid=_reader_gid(attempt))
     parent_fds = [log_fd]
     child_fds: list[int] = []
     try:
@@ -287,3 +288,13 @@ def _one_line(text: str) -> str:
     # Hostile text headed for one-line messages and the database: no control characters.
     cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
     return " ".join(cleaned.split())[:_ERROR_CHARS]
+
+
+def _reader_gid(attempt: Attempt) -> int | None:
+    """The group that may read the attempt's log: its run-as user's (None: owner only)."""
+    if attempt.run_as is None or os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(attempt.run_as).pw_gid
+    except KeyError:
+        return None  # the child refuses an unknown user; the log stays the owner's

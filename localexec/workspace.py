@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from envcache import tree
 from isolate.bundles import extract_bundle
 from isolate.config import Config
 from isolate.store import Store
+from isolate.tenancy import Tenant
 from localexec.runtime import RuntimeFiles, install_runtime
 
 
@@ -36,12 +38,17 @@ class Workspace:
             path.mkdir(mode=mode, exist_ok=True)
         self.runtime: RuntimeFiles = install_runtime(self.home / "runtime")
 
-    def bundle_dir(self, store: Store, bundle_hash: str) -> Path:
-        """The version's bundle, extracted once and shared read-only by its attempts."""
-        final = self.bundles / bundle_hash.removeprefix("sha256:")
+    def bundle_dir(self, store: Store, bundle_hash: str, tenant: Tenant | None = None) -> Path:
+        """The version's bundle, extracted once and shared read-only by its attempts.
+
+        A tenant's bundles live under ``bundles/tenants/<name>/`` (0750, group: the tenant's
+        run-as user's group): they are its code, readable by its tasks and no other tenant's.
+        """
+        parent = self.bundles if tenant is None else self._tenant_dir(tenant)
+        final = parent / bundle_hash.removeprefix("sha256:")
         if final.is_dir():
             return final
-        staging = self.bundles / f".{final.name}.{secrets.token_hex(4)}"
+        staging = parent / f".{final.name}.{secrets.token_hex(4)}"
         try:
             extract_bundle(store.get_blob(bundle_hash), staging, expected_hash=bundle_hash)
             tree.make_read_only(staging)
@@ -55,6 +62,16 @@ class Workspace:
             if staging.exists():
                 tree.remove_tree(staging)  # another scheduler thread or process won the race
         return final
+
+    def _tenant_dir(self, tenant: Tenant) -> Path:
+        root = self.bundles / "tenants"
+        root.mkdir(mode=0o755, exist_ok=True)
+        path = root / _segment(tenant.name)
+        path.mkdir(mode=0o750, exist_ok=True)
+        # Re-applied every time: an admin may have mapped the tenant to another user.
+        os.chown(path, 0, pwd.getpwnam(tenant.run_as).pw_gid, follow_symlinks=False)
+        os.chmod(path, 0o750)  # noqa: S103 - group: the tenant itself
+        return path
 
     def attempt_paths(
         self, dag_id: str, run_id: str, task_id: str, label: str

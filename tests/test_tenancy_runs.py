@@ -171,3 +171,71 @@ def test_isolate_test_follows_the_same_rule(
     ran = CliRunner().invoke(isolate, ["test", str(folder), "whoami"], catch_exceptions=False)
     assert ran.exit_code == 0, ran.output
     assert f"xcom: [{users[0].pw_uid}, 64]" in ran.stdout
+
+
+TWO_TENANTS = """
+[[tenant]]
+name = "team"
+dags = ["team.*"]
+pushers = ["root"]
+run_as = "{first}"
+
+[[tenant]]
+name = "other"
+dags = ["other.*"]
+pushers = ["root"]
+run_as = "{second}"
+"""
+
+SNOOP = """
+    import os
+    from isolate import DAG, task
+
+    def record(context):
+        with open("uid", "w") as fh:
+            fh.write(str(os.getuid()))
+
+    @task
+    def snoop(path):
+        try:
+            os.listdir(path)
+            return "read"
+        except PermissionError:
+            return "denied"
+
+    @task(on_failure_callback=record)
+    def fail():
+        raise RuntimeError("for the callback")
+
+    with DAG("{dag_id}"):
+        snoop("{path}")
+        fail()
+"""
+
+
+def test_tenants_cannot_read_each_others_bundles_and_callbacks_run_as_the_tenant(
+    node: Path, users: tuple[pwd.struct_passwd, pwd.struct_passwd]
+) -> None:
+    first, second = users
+    mapping = node / "etc" / "tenants.toml"
+    mapping.write_text(TWO_TENANTS.format(first=FIRST, second=SECOND))
+    os.chmod(mapping, 0o644)
+    team_bundles = node / "home" / "bundles" / "tenants" / "team"
+    for dag_id in ("team.a", "other.b"):
+        source = SNOOP.format(dag_id=dag_id, path=team_bundles)
+        cli("push", str(write_folder(node / "src" / dag_id, {"dag.py": source})))
+    runs = {dag_id: cli("trigger", dag_id)["run_id"] for dag_id in ("team.a", "other.b")}
+    schedule()
+    seen = {
+        dag_id: {t["task_id"]: t for t in cli("runs", "show", run_id)["tasks"]}
+        for dag_id, run_id in runs.items()
+    }
+    assert seen["team.a"]["snoop"]["xcom"] == "read"  # its own code
+    assert seen["other.b"]["snoop"]["xcom"] == "denied"  # another tenant's code
+    stat = team_bundles.stat()
+    assert (stat.st_uid, stat.st_gid, stat.st_mode & 0o777) == (0, first.pw_gid, 0o750)
+    callback_dir = node / "home" / "work" / "team.a" / runs["team.a"] / "fail" / "1.on_failure"
+    assert (callback_dir / "uid").read_text() == str(first.pw_uid)
+    log = node / "home" / "logs" / "other.b" / runs["other.b"] / "snoop" / "1.log"
+    info = log.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, second.pw_gid, 0o640)
