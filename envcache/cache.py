@@ -21,7 +21,6 @@ a task's behalf, so ``locks/`` is private.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import os
 import secrets
 import tempfile
@@ -34,11 +33,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from envcache import bytecode, process, tree, trees
 from envcache import manifest as manifests
+from envcache import tree, trees
 from envcache.backends import Builder, Sources, UvBuilder
 from envcache.envkey import env_key, is_env_key
 from envcache.errors import CorruptEnvError, EnvCacheError, LockfileError
+from envcache.finish import Finisher
 from envcache.interpreter import Interpreter
 from envcache.lock import Lock
 from envcache.lockfile import load_lock
@@ -50,9 +50,6 @@ from envcache.uselock import UseLock
 _PUBLIC_DIR = 0o755
 _PRIVATE_DIR = 0o700
 _TRAVERSABLE_DIR = 0o711  # others may reach a known name inside, not list it
-# Started with -I -S: site is not imported, so no .pth file of an installed wheel runs as the
-# cache owner (usually root); it checks the env's interpreter starts and is the expected one.
-_SMOKE = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
 
 
 @dataclass(frozen=True)
@@ -378,8 +375,13 @@ class EnvCache:
             )
             # Before trees move out: what the hardlink check is about is the install.
             links = manifests.link_stats(dest, self.builder.link_mode)
+            finisher = Finisher(
+                builder=self.builder,
+                trees=self.trees if self.dedupe else None,
+                objects=self.objects if self.dedupe else None,
+            )
             with self.gc_lock().shared():
-                recorded = self._finish(dest, key, lock, interpreter, tools, links, started)
+                recorded = finisher.finish(dest, key, lock, interpreter, tools, links, started)
                 final = self._env_path(key)
                 os.rename(dest, final)
                 tree.fsync_dir(self.envs_dir)
@@ -389,60 +391,3 @@ class EnvCache:
         finally:
             requirements.unlink(missing_ok=True)
         return Env(key, final, recorded)
-
-    def _finish(
-        self,
-        dest: Path,
-        key: str,
-        lock: Lock,
-        interpreter: Interpreter,
-        tools: dict[str, str],
-        links: manifests.LinkStats,
-        started: float,
-    ) -> Manifest:
-        """Share trees, compile, check, make read-only and durable, write the manifest."""
-        sharing = self.trees.share(dest, interpreter.cache_tag) if self.dedupe else None
-        # Only trees new to the cache are left to compile: a handful of files when all are known.
-        bytecode.compile_env(dest, parallel=sharing is None or bool(sharing.pending))
-        if sharing is not None:
-            self.trees.publish(sharing)
-        _smoke_check(dest, interpreter)
-        tree.make_read_only(dest)
-        files = manifests.scan(dest)
-        shared = sharing.trees if sharing is not None else {}
-        for link in shared:
-            del files[link]  # recorded as the tree's digest, checked against its own manifest
-        if self.dedupe:
-            links = dataclasses.replace(links, deduplicated=self.objects.dedupe(dest, files))
-        recorded = Manifest(
-            key=key,
-            lock=lock.canonical(interpreter.marker_env),
-            interpreter=interpreter.identity(),
-            builder=self.builder.name,
-            builder_format_version=self.builder.format_version,
-            tools=tools,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            build_seconds=round(time.monotonic() - started, 3),
-            links=links,
-            files=files,
-            trees=shared,
-            shared_size=sum(self.trees.load(digest).size for digest in shared.values()),
-        )
-        tree.write_read_only(dest / MANIFEST_NAME, recorded.to_json())
-        os.chmod(dest, tree.READ_ONLY_DIR)
-        tree.fsync_tree(dest)
-        return recorded
-
-
-def _smoke_check(dest: Path, interpreter: Interpreter) -> None:
-    expected = ".".join(str(part) for part in interpreter.version_info[:3])
-    started = process.run(
-        [os.fspath(dest / "bin" / "python"), "-I", "-S", "-c", _SMOKE],
-        env={"PATH": os.defpath},
-        what="the env's python",
-    ).strip()
-    if started != expected:
-        raise EnvCacheError(
-            f"the new env's python is {started}, expected {expected}; "
-            f"was {interpreter.path} upgraded during the build? Build again"
-        )
