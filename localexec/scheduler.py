@@ -11,15 +11,11 @@ settled by the normal rules (their processes are killed if still alive).
 from __future__ import annotations
 
 import os
-import signal
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-import psutil
 
 from envcache.errors import EnvCacheError
 from isolate.catalog import stored_version
@@ -42,6 +38,7 @@ from localexec.attempt import (
 )
 from localexec.executor import Executor, Finished
 from localexec.logs import create_log, write_all
+from localexec.orphans import kill_if_alive
 from localexec.planner import TaskView, plan_run
 from localexec.retries import next_attempt
 from localexec.tenants import TenantWatch, UnownedDagError, capped
@@ -415,7 +412,7 @@ class Scheduler:
                         expect=TaskState.QUEUED,
                     )
                 elif ti.state is TaskState.RUNNING:
-                    killed = _kill_if_alive(ti.pid, ti.pid_started)
+                    killed = kill_if_alive(ti.pid, ti.pid_started)
                     why = "the scheduler restarted; the attempt " + (
                         "was killed" if killed else "had ended"
                     )
@@ -435,21 +432,3 @@ def _message(outcome: Outcome) -> str:
     elif outcome.error:
         parts.append(outcome.error)
     return ": ".join(dict.fromkeys(parts))[:2000]
-
-
-def _kill_if_alive(pid: int | None, started: float | None) -> bool:
-    """Kill the process group of ``pid`` if it is still the attempt's process (same start time)."""
-    if pid is None or started is None:
-        return False
-    try:
-        process = psutil.Process(pid)
-        if abs(process.create_time() - started) > 0.01:
-            return False  # the pid was reused by another process
-        os.killpg(pid, signal.SIGKILL)  # the attempt's process leads its own group (setsid)
-    except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
-        return False
-    for _ in range(50):
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            break
-        time.sleep(0.02)
-    return True
