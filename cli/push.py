@@ -9,9 +9,11 @@ import click
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, short_hash
 from cli.progress import ticking
-from isolate.config import load_config
+from isolate.config import author_config, is_admin
+from isolate.dagfile import load_folder
 from isolate.home import open_store
 from isolate.push import current_user, push_folder
+from isolate.pushclient import push_via_server, socket_path
 
 
 @click.command()
@@ -32,22 +34,30 @@ def push(
     The folder is bundled, each DAG is serialized in this process and validated, its lock is
     checked and its env built, and a new immutable version is stored for every DAG that
     changed. Nothing is stored if anything in the folder is invalid or an env cannot be built.
+    Admins write the store directly; other authors push through the scheduler's socket,
+    which checks the tenant mapping (they need no access to the database).
 
     \b
     Example:
       isolate push dags/etl -m "load into the new warehouse"
     """
-    config = load_config(home)
-    with open_store(config) as store:
-        results = push_folder(
-            store,
-            path,
-            config=config,
-            pushed_by=current_user(),
-            message=message,
-            build=build,
-            building=lambda dag_id, key: ticking(f"building env {short_hash(key)} for {dag_id}"),
-        )
+    config = author_config(home)
+    if is_admin(config):
+        with open_store(config) as store:
+            results = push_folder(
+                store,
+                path,
+                config=config,
+                pushed_by=current_user(),
+                message=message,
+                build=build,
+                building=lambda dag_id, key: ticking(
+                    f"building env {short_hash(key)} for {dag_id}"
+                ),
+            )
+    else:
+        snapshot = load_folder(path, settings=config.settings)
+        results = push_via_server(socket_path(config), snapshot, message)
     if as_json:
         print_json(
             [

@@ -22,6 +22,7 @@ from isolate.push import current_user
 from isolate.store import RunRecord, Store
 from isolate.triggering import trigger as trigger_run
 from localexec.adhoc import run_task
+from localexec.pushserver import PushServer
 from localexec.scheduler import Scheduler
 from localexec.workspace import Workspace
 
@@ -37,7 +38,8 @@ from localexec.workspace import Workspace
 @click.option("--until-idle", is_flag=True, help="Exit once nothing is runnable or running.")
 @home_option
 def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
-    """Run the scheduler: create runs, start tasks in their envs, record outcomes.
+    """Run the scheduler: create runs, start tasks in their envs, record outcomes, and serve
+    pushes from authors on <home>/run/push.sock.
 
     SIGTERM or SIGINT stop it after the current tick; running attempts are settled by the
     next scheduler's start.
@@ -55,9 +57,14 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     with open_store(config) as store:
-        Scheduler(config, store, parallelism=parallelism).run(
-            until_idle=until_idle, stop=lambda: stopping
-        )
+        server = PushServer(config, store)
+        server.start()  # authors who cannot write the store push through its socket
+        try:
+            Scheduler(config, store, parallelism=parallelism).run(
+                until_idle=until_idle, stop=lambda: stopping
+            )
+        finally:
+            server.stop()
 
 
 @click.command()

@@ -197,3 +197,26 @@ def _coerce(key: str, value: Any) -> Any:
     if key in _CHOICES and value not in _CHOICES[key]:
         raise UsageError(f"expected one of {', '.join(_CHOICES[key])}, got {value!r}")
     return value
+
+
+def is_admin(config: Config) -> bool:
+    """Root, or the owner of the home: the users who may write the store directly."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        return os.stat(config.home).st_uid == os.geteuid()
+    except OSError:
+        return False
+
+
+def author_config(home: str | Path | None = None) -> Config:
+    """The configuration as an author sees it: the home's file is the admin's and may be
+    unreadable (0600); the defaults and the environment still say where the socket is."""
+    try:
+        return load_config(home)
+    except ConfigError:
+        path = Path(os.path.abspath(Path(home) if home else default_home()))
+        fallback = Config(home=path, settings=Settings())
+        if is_admin(fallback):
+            raise  # the admin's own configuration is broken: say so
+        return fallback

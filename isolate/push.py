@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from isolate.config import Config
-from isolate.dagfile import load_folder
+from isolate.dagfile import FolderSnapshot, load_folder
 from isolate.environments import EnvResolver, spec_lock
 from isolate.store import NewVersion, Store
 
@@ -57,8 +57,30 @@ def push_folder(
     stored; a build that is not a cache hit runs inside ``building(dag_id, key)`` (e.g. to
     show progress).
     """
-    build = config.settings.build_on_push if build is None else build
     snapshot = load_folder(path, settings=config.settings)
+    return commit_snapshot(
+        store,
+        snapshot,
+        config=config,
+        pushed_by=pushed_by,
+        message=message,
+        build=build,
+        building=building,
+    )
+
+
+def commit_snapshot(
+    store: Store,
+    snapshot: FolderSnapshot,
+    *,
+    config: Config,
+    pushed_by: str,
+    message: str | None = None,
+    build: bool | None = None,
+    building: Callable[[str, str], AbstractContextManager[object]] | None = None,
+) -> list[PushResult]:
+    """Store the DAGs of a loaded folder (here, or received by the push server)."""
+    build = config.settings.build_on_push if build is None else build
     for dag in snapshot.dags:
         spec_lock(dag.spec, config)
     keys: dict[str, str | None] = {dag.spec.dag_id: None for dag in snapshot.dags}

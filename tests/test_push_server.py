@@ -1,0 +1,176 @@
+"""Authenticated push: authors push through the scheduler's socket, identified by the kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from isolate.config import load_config
+from isolate.dagfile import load_folder
+from isolate.home import init_home, open_store, upgrade_database
+from isolate.pushclient import push_via_server, socket_path
+from localexec.pushserver import PushServer
+from tests.conftest import PYTHON, write_folder
+
+AUTHOR, OUTSIDER, RUNNER = "isops-author", "isops-outsider", "isops-runner"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create users")
+
+
+def _quiet(*argv: str) -> None:
+    subprocess.run(argv, check=False, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def users() -> Iterator[dict[str, pwd.struct_passwd]]:
+    for name in (AUTHOR, OUTSIDER, RUNNER):
+        _quiet("userdel", name)
+        subprocess.run(
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True
+        )
+    try:
+        yield {name: pwd.getpwnam(name) for name in (AUTHOR, OUTSIDER, RUNNER)}
+    finally:
+        for name in (AUTHOR, OUTSIDER, RUNNER):
+            _quiet("userdel", name)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushServer]:
+    base = Path(tempfile.mkdtemp(prefix="isolate-push-"))
+    os.chmod(base, 0o711)
+    (base / "etc").mkdir(mode=0o755)
+    mapping = base / "etc" / "tenants.toml"
+    mapping.write_text(
+        textwrap.dedent(
+            f"""
+            [[tenant]]
+            name = "team"
+            dags = ["team.*"]
+            pushers = ["{AUTHOR}"]
+            run_as = "{RUNNER}"
+            """
+        )
+    )
+    os.chmod(mapping, 0o644)
+    for name in list(os.environ):
+        if name.startswith("ISOLATE_") and not name.startswith("ISOLATE_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ISOLATE_OFFLINE", "true")
+    monkeypatch.setenv("ISOLATE_ENV_PYTHON", PYTHON)
+    monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(mapping))
+    config = load_config(base / "home")
+    init_home(config)
+    upgrade_database(config)
+    store = open_store(config)
+    running = PushServer(config, store, timeout=10)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        store.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def as_user(user: pwd.struct_passwd, action) -> dict:
+    """Run ``action()`` in a forked child that has become ``user``; its JSON result or error."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            os.setgroups([user.pw_gid])
+            os.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
+            os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
+            try:
+                result = {"ok": action()}
+            except Exception as exc:  # reported to the parent
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            os.write(write, json.dumps(result, default=str).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    data = b""
+    while chunk := os.read(read, 65536):
+        data += chunk
+    os.close(read)
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+DAG = (
+    "from isolate import DAG, CommandTask\n"
+    'with DAG("{dag_id}"):\n'
+    '    CommandTask("t", command=["true"])\n'
+)
+
+
+def test_a_mapped_author_pushes_through_the_socket_as_themselves(
+    server: PushServer, users: dict[str, pwd.struct_passwd], tmp_path: Path
+) -> None:
+    snapshot = load_folder(
+        write_folder(tmp_path / "team", {"dag.py": DAG.format(dag_id="team.etl")})
+    )
+    pushed = as_user(
+        users[AUTHOR],
+        lambda: [r.__dict__ for r in push_via_server(server.path, snapshot, "from the author")],
+    )
+    assert "error" not in pushed, pushed
+    assert pushed["ok"][0]["dag_id"] == "team.etl" and pushed["ok"][0]["version"] == 1
+    record = server.store.get_version("team.etl")
+    assert record.pushed_by == AUTHOR and record.message == "from the author"
+    again = as_user(
+        users[AUTHOR], lambda: [r.created for r in push_via_server(server.path, snapshot, None)]
+    )
+    assert again == {"ok": [False]}
+
+
+def test_others_are_refused_and_audited(
+    server: PushServer, users: dict[str, pwd.struct_passwd], tmp_path: Path
+) -> None:
+    team = load_folder(write_folder(tmp_path / "team", {"dag.py": DAG.format(dag_id="team.x")}))
+    stray = load_folder(write_folder(tmp_path / "stray", {"dag.py": DAG.format(dag_id="stray")}))
+    refused = as_user(users[OUTSIDER], lambda: push_via_server(server.path, team, None))
+    assert refused["error"] == f"PushDeniedError: push server: {OUTSIDER} may not push DAG 'team.x'"
+    unowned = as_user(users[AUTHOR], lambda: push_via_server(server.path, stray, None))
+    assert "no tenant owns DAG 'stray'" in unowned["error"]
+    denied = [(a.actor, a.target) for a in server.store.list_audit() if a.outcome == "denied"]
+    assert (OUTSIDER, "team.x") in denied and (AUTHOR, "stray") in denied
+    assert server.store.list_dags() == []
+
+
+def test_hostile_requests_get_an_error_and_the_server_keeps_serving(
+    server: PushServer, users: dict[str, pwd.struct_passwd], tmp_path: Path
+) -> None:
+    for payload in (b"\xff\xff\xff\xff", b"\x00\x00\x00\x05hello", b"\x00\x00\x00\x02{}"):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(str(server.path))
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        reply = conn.recv(65536)
+        conn.close()
+        assert b'"ok": false' in reply
+    good = load_folder(write_folder(tmp_path / "ok", {"dag.py": DAG.format(dag_id="team.ok")}))
+    tampered = good.__class__(
+        bundle=good.bundle.__class__(
+            data=good.bundle.data + b"\0" * 512, hash=good.bundle.hash, files=good.bundle.files
+        ),
+        dags=good.dags,
+    )
+    bad = as_user(users[AUTHOR], lambda: push_via_server(server.path, tampered, None))
+    assert "bundle hash is not the sent bundle's" in bad["error"]
+    assert as_user(users[AUTHOR], lambda: len(push_via_server(server.path, good, None))) == {
+        "ok": 1
+    }
+    assert os.stat(socket_path(server.config)).st_mode & 0o777 == 0o666
