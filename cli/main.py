@@ -42,7 +42,8 @@ def isolate() -> None:
               isolate env list    isolate gc --dry-run    isolate tenants list
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid DAG or bundle,
-    5 configuration, 6 database, 7 environment (lock, interpreter, build).
+    5 configuration, 6 database, 7 environment (lock, interpreter, build),
+    8 push refused.
     """
 
 
