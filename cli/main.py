@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli import admin, audit, dags, env, gc, lock, push, runs
+from cli import admin, audit, dags, doctor, env, gc, lock, push, runs
 from cli.tenants import tenants
 from envcache.errors import EnvCacheError
 from isolate.errors import IsolateError
@@ -55,6 +55,7 @@ isolate.add_command(audit.audit)
 isolate.add_command(lock.lock)
 isolate.add_command(env.env)
 isolate.add_command(gc.gc)
+isolate.add_command(doctor.doctor)
 isolate.add_command(runs.scheduler)
 isolate.add_command(runs.trigger)
 isolate.add_command(runs.runs)

@@ -1,0 +1,142 @@
+"""``isolate doctor``: what an admin should know about a node, checked without changing it.
+
+Each check gives ``ok``, ``warn`` (works, but weaker than it could be) or ``fail`` (unsafe or
+broken), with one line of detail. Checks only read: the home's permissions, the database
+and its journal files, the env cache, the tenant mapping, the env interpreter's
+accessibility, and which optional hardening the host could offer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from envcache.errors import EnvCacheError
+from envcache.interpreter import Interpreter
+from isolate.config import Config
+from isolate.tenancy import tenants_path, validate_file
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: str  # "ok" | "warn" | "fail"
+    detail: str
+
+
+def diagnose(config: Config) -> list[Finding]:
+    findings = [_home(config)]
+    findings += _private_files(config)
+    findings += _envcache(config)
+    findings.append(_mapping(config))
+    findings.append(_interpreter(config))
+    findings += _hardening()
+    return findings
+
+
+def _mode(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _home(config: Config) -> Finding:
+    info = _mode(config.home)
+    if info is None:
+        return Finding("home", "fail", f"{config.home} does not exist: run `isolate init`")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return Finding("home", "fail", f"{config.home} is writable by group or others")
+    if os.geteuid() == 0 and info.st_uid != 0:
+        return Finding("home", "warn", f"{config.home} is not owned by root (uid {info.st_uid})")
+    return Finding("home", "ok", f"{config.home} mode {stat.S_IMODE(info.st_mode):04o}")
+
+
+def _private_files(config: Config) -> list[Finding]:
+    """The config file and the SQLite database with its journals: the owner's alone."""
+    paths = [config.config_file]
+    if config.is_default_sqlite:
+        database = config.home / "isolate.db"
+        paths += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    findings = []
+    for path in paths:
+        info = _mode(path)
+        if info is None:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            findings.append(
+                Finding(f"private:{path.name}", "fail", f"{path} is mode {mode:04o}, not 0600")
+            )
+        else:
+            findings.append(Finding(f"private:{path.name}", "ok", f"{path} mode {mode:04o}"))
+    return findings
+
+
+def _envcache(config: Config) -> list[Finding]:
+    root = config.envcache_dir
+    findings = []
+    for name in ("", "envs", "uv-cache", "objects", "locks"):
+        path = root / name if name else root
+        info = _mode(path)
+        if info is None:
+            continue
+        label = f"envcache:{name or '.'}"
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            findings.append(Finding(label, "fail", f"{path} is writable by group or others"))
+        elif name in ("uv-cache", "locks") and info.st_mode & 0o077:
+            findings.append(Finding(label, "fail", f"{path} should be private (0700)"))
+        else:
+            findings.append(Finding(label, "ok", f"{path} mode {stat.S_IMODE(info.st_mode):04o}"))
+    return findings
+
+
+def _mapping(config: Config) -> Finding:
+    path = tenants_path(config)
+    if not path.exists():
+        return Finding(
+            "tenants", "warn", f"no mapping at {path}: single-user node (root starts no task)"
+        )
+    problems = validate_file(path, min_uid=config.settings.tenant_min_uid)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return Finding("tenants", "fail", problems[0] + more)
+    return Finding("tenants", "ok", f"{path} is valid and only an admin can change it")
+
+
+def _interpreter(config: Config) -> Finding:
+    try:
+        interpreter = Interpreter.probe(config.settings.env_python)
+        interpreter.check_accessible()
+    except EnvCacheError as exc:
+        return Finding("interpreter", "fail", str(exc))
+    return Finding(
+        "interpreter", "ok", f"{interpreter.path} {interpreter.version}, usable by task users"
+    )
+
+
+def _hardening() -> list[Finding]:
+    """Optional isolation the host offers (not used by isolate yet)."""
+    cgroup2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    try:
+        lsm = Path("/sys/kernel/security/lsm").read_text()
+    except OSError:
+        lsm = ""
+    return [
+        Finding(
+            "cgroup v2", "ok" if cgroup2 else "warn", "available" if cgroup2 else "not mounted"
+        ),
+        Finding(
+            "landlock",
+            "ok" if "landlock" in lsm else "warn",
+            "enabled" if "landlock" in lsm else "not in the kernel's LSM list",
+        ),
+        Finding(
+            "bubblewrap",
+            "ok" if shutil.which("bwrap") else "warn",
+            shutil.which("bwrap") or "bwrap not installed",
+        ),
+    ]
