@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 from cli.main import isolate
 from tests.databases import SKIP_REASON, backend_label, drop_schema, server_urls
 from tests.envcache.wheels import make_wheel, sha256_of
+from tests.osusers import clear_isolate_env
 
 ETL_DAG = """
     from datetime import datetime, timedelta
@@ -93,9 +94,7 @@ Cli = Callable[..., Result]
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An initialized isolate home (SQLite), also exported as ISOLATE_HOME."""
     path = tmp_path / "home"
-    for name in list(__import__("os").environ):
-        if name.startswith("ISOLATE_") and not name.startswith("ISOLATE_TEST_"):
-            monkeypatch.delenv(name)
+    clear_isolate_env(monkeypatch)
     monkeypatch.setenv("ISOLATE_HOME", str(path))
     monkeypatch.setenv("ISOLATE_OFFLINE", "true")  # tests never reach for the network
     monkeypatch.setenv("ISOLATE_ENV_PYTHON", PYTHON)

@@ -24,6 +24,7 @@ from localexec.runtime import RuntimeFiles, install_runtime
 from localexec.supervisor import run
 from tests.conftest import PYTHON
 from tests.localexec_support import LOGICAL_DATE
+from tests.osusers import os_users
 
 USER = "isodrop-task"
 EXTRA_GROUP = "isodrop-extra"
@@ -31,24 +32,10 @@ EXTRA_GROUP = "isodrop-extra"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
 
-def _quiet(*argv: str) -> None:
-    subprocess.run(argv, check=False, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def task_user() -> Iterator[pwd.struct_passwd]:
-    _quiet("userdel", USER)  # leftovers of a crashed run
-    _quiet("groupdel", EXTRA_GROUP)
-    subprocess.run(["groupadd", EXTRA_GROUP], check=True)
-    subprocess.run(
-        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "-G", EXTRA_GROUP, USER],
-        check=True,
-    )
-    try:
-        yield pwd.getpwnam(USER)
-    finally:
-        _quiet("userdel", USER)
-        _quiet("groupdel", EXTRA_GROUP)
+    with os_users(USER, groups=(EXTRA_GROUP,)) as made:
+        yield made[USER]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import os
 import pwd
 import shutil
 import socket
-import subprocess
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -21,28 +20,17 @@ from isolate.home import init_home, open_store, upgrade_database
 from isolate.pushclient import push_via_server, socket_path
 from localexec.pushserver import PushServer
 from tests.conftest import PYTHON, write_folder
+from tests.osusers import clear_isolate_env, os_users
 
 AUTHOR, OUTSIDER, RUNNER = "isops-author", "isops-outsider", "isops-runner"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create users")
 
 
-def _quiet(*argv: str) -> None:
-    subprocess.run(argv, check=False, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def users() -> Iterator[dict[str, pwd.struct_passwd]]:
-    for name in (AUTHOR, OUTSIDER, RUNNER):
-        _quiet("userdel", name)
-        subprocess.run(
-            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True
-        )
-    try:
-        yield {name: pwd.getpwnam(name) for name in (AUTHOR, OUTSIDER, RUNNER)}
-    finally:
-        for name in (AUTHOR, OUTSIDER, RUNNER):
-            _quiet("userdel", name)
+    with os_users(AUTHOR, OUTSIDER, RUNNER) as made:
+        yield made
 
 
 @pytest.fixture
@@ -63,9 +51,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushServer]:
         )
     )
     os.chmod(mapping, 0o644)
-    for name in list(os.environ):
-        if name.startswith("ISOLATE_") and not name.startswith("ISOLATE_TEST_"):
-            monkeypatch.delenv(name)
+    clear_isolate_env(monkeypatch)
     monkeypatch.setenv("ISOLATE_OFFLINE", "true")
     monkeypatch.setenv("ISOLATE_ENV_PYTHON", PYTHON)
     monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(mapping))

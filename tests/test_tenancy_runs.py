@@ -7,7 +7,6 @@ import json
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -21,28 +20,17 @@ from isolate.config import load_config
 from isolate.home import open_store
 from localexec.scheduler import Scheduler
 from tests.conftest import PYTHON, write_folder
+from tests.osusers import clear_isolate_env, os_users
 
 FIRST, SECOND = "isotr-first", "isotr-second"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
 
-def _quiet(*argv: str) -> None:
-    subprocess.run(argv, check=False, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def users() -> Iterator[tuple[pwd.struct_passwd, pwd.struct_passwd]]:
-    for name in (FIRST, SECOND):
-        _quiet("userdel", name)
-        subprocess.run(
-            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True
-        )
-    try:
-        yield pwd.getpwnam(FIRST), pwd.getpwnam(SECOND)
-    finally:
-        for name in (FIRST, SECOND):
-            _quiet("userdel", name)
+    with os_users(FIRST, SECOND) as made:
+        yield made[FIRST], made[SECOND]
 
 
 @pytest.fixture
@@ -51,9 +39,7 @@ def node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="isolate-tenancy-"))
     os.chmod(base, 0o711)
     (base / "etc").mkdir(mode=0o755)
-    for name in list(os.environ):
-        if name.startswith("ISOLATE_") and not name.startswith("ISOLATE_TEST_"):
-            monkeypatch.delenv(name)
+    clear_isolate_env(monkeypatch)
     monkeypatch.setenv("ISOLATE_HOME", str(base / "home"))
     monkeypatch.setenv("ISOLATE_OFFLINE", "true")
     monkeypatch.setenv("ISOLATE_ENV_PYTHON", PYTHON)

@@ -38,6 +38,7 @@ from isolate.tenancy import (
 )
 from isolate.tenancy.patterns import DAG_ID_ALPHABET
 from isolate.validate import is_valid_id
+from tests.osusers import clear_isolate_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create OS users")
 
@@ -409,9 +410,7 @@ def test_validate_file_reports_permissions_and_content_together(os_users: None, 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in list(os.environ):
-        if name.startswith("ISOLATE_") and not name.startswith("ISOLATE_TEST_"):
-            monkeypatch.delenv(name)
+    clear_isolate_env(monkeypatch)
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("ISOLATE_HOME", str(home))
