@@ -137,7 +137,7 @@ def list_(dag_id: str | None, home: str | None, as_json: bool) -> None:
 
 
 def _find_run(store: Store, run_id: str, dag_id: str | None) -> RunRecord:
-    matches = [r for r in store.runs.list(dag_id) if r.run_id == run_id]
+    matches = store.runs.find(run_id, dag_id)
     if not matches:
         raise NotFoundError(f"no run {run_id!r}")
     if len(matches) > 1:

@@ -106,6 +106,7 @@ class Scheduler:
         self.create_scheduled_runs(now)
         runnable: list[_Ready] = []
         active = self.store.runs.list(states=set(ACTIVE_RUN_STATES))
+        unfinished = len(active)
         running_per_dag: dict[str, int] = {}
         for run in active:
             if run.state is RunState.RUNNING:
@@ -117,13 +118,16 @@ class Scheduler:
                     continue
                 run = self.store.runs.set_state(run.dag_id, run.run_id, RunState.RUNNING)
                 running_per_dag[run.dag_id] = running_per_dag.get(run.dag_id, 0) + 1
-            runnable += self.advance(run, spec, now)
+            found = self.advance(run, spec, now)
+            if found is None:
+                unfinished -= 1
+            else:
+                runnable += found
         for ready in runnable:
             if self.executor.free_slots <= 0:
                 break
             self.launch(ready)
-        still_active = self.store.runs.list(states=set(ACTIVE_RUN_STATES))
-        return bool(still_active) or self.executor.busy
+        return unfinished > 0 or self.executor.busy
 
     def spec(self, dag_id: str, version: int) -> DagSpec:
         if (dag_id, version) not in self._specs:
@@ -153,8 +157,9 @@ class Scheduler:
                     task_ids=list(spec.task_ids),
                 )
 
-    def advance(self, run: RunRecord, spec: DagSpec, now: datetime) -> list[_Ready]:
-        """Apply the planner's decisions to one run; returns its tasks ready to start."""
+    def advance(self, run: RunRecord, spec: DagSpec, now: datetime) -> list[_Ready] | None:
+        """Apply the planner's decisions to one run; returns its tasks ready to start, or
+        None once the run is over."""
         tis = {ti.task_id: ti for ti in self.store.tasks.list(run.dag_id, run.run_id)}
         views = {task_id: TaskView(ti.state, ti.next_try_at) for task_id, ti in tis.items()}
         plan = plan_run(spec, views, now)
@@ -187,7 +192,7 @@ class Scheduler:
             )
         if plan.finished is not None:
             self.store.runs.set_state(run.dag_id, run.run_id, plan.finished)
-            return []
+            return None  # the run is over
         return [
             _Ready(run, spec.task(task_id), ti, tis)
             for task_id, ti in sorted(tis.items())

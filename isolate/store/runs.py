@@ -5,6 +5,7 @@ The scheduler and ``isolate trigger`` create runs; gc asks which versions active
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -137,6 +138,16 @@ class Runs:
             return _select_one(conn, dag_id, run_id)
 
         return write(self.engine, f"change the state of run {run_id!r}", work)
+
+    # "builtins.list": inside the class, "list" is the method above.
+    def find(self, run_id: str, dag_id: str | None = None) -> builtins.list[RunRecord]:
+        """Runs with this id (one per DAG at most), of ``dag_id`` only if given."""
+        r = t.dag_runs.c
+        query = sa.select(t.dag_runs).where(r.run_id == run_id).order_by(r.dag_id)
+        if dag_id is not None:
+            query = query.where(r.dag_id == dag_id)
+        with reading(self.engine) as conn:
+            return [run_record(row) for row in conn.execute(query)]
 
     def last_logical_date(self, dag_id: str, run_type: str) -> datetime | None:
         """The newest logical date of the DAG's runs of ``run_type`` (None: no such run)."""
