@@ -74,8 +74,8 @@ def main() -> None:
         for key in keys:
             dest = cache.envs_dir / key
             clone(first.path, dest)
-            (dest / MANIFEST_NAME).write_text(
-                Manifest(**{**manifest.__dict__, "key": key}).to_json(), encoding="utf-8"
+            (dest / MANIFEST_NAME).write_bytes(
+                Manifest(**{**manifest.__dict__, "key": key}).to_bytes()
             )
         made = time.perf_counter() - started
         roots = {key: "bench root" for key in [first.key, *keys[: n // 10 - 1]]}

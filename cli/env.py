@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
 import click
 
 from cli.options import home_option, json_option
-from cli.output import print_json, print_table, short_hash
+from cli.output import print_json, print_table, printable, short_hash
 from cli.progress import ticking
 from envcache.gc import facts
 from isolate.catalog import stored_version
@@ -128,6 +129,47 @@ def verify(key: str | None, deep: bool, home: str | None) -> None:
             err=True,
         )
         sys.exit(1)
+
+
+@env.command()
+@click.argument("key")
+@home_option
+@json_option
+def show(key: str, home: str | None, as_json: bool) -> None:
+    """Show one env's manifest: what it was built from and how (a key prefix is enough).
+
+    \b
+    Example:
+      isolate env show 3f2a9c
+    """
+    cache = EnvResolver(load_config(home)).cache
+    full = _full_key(cache.keys(), key)
+    found = cache.get(full)
+    if found is None:
+        raise click.ClickException(
+            f"env {full} has no readable manifest: `isolate env verify {full[:12]}` says more"
+        )
+    manifest = found.manifest
+    if as_json:
+        print_json(json.loads(manifest.to_json()))
+        return
+    packages = [f"{p['name']}=={p['version']}" for p in json.loads(manifest.lock)]
+    interpreter = manifest.interpreter
+    version = ".".join(str(part) for part in interpreter.get("version_info", [])[:3])
+    rows = [
+        ("key", manifest.key),
+        ("path", str(found.path)),
+        ("python", f"{interpreter.get('path')} ({version})"),
+        ("builder", f"{manifest.builder} v{manifest.builder_format_version}"),
+        ("tools", ", ".join(f"{k} {v}" for k, v in sorted(manifest.tools.items()))),
+        ("created", f"{manifest.created} (build {manifest.build_seconds:.2f} s)"),
+        ("size", f"{format_size(manifest.total_size)} ({len(manifest.trees)} shared trees)"),
+        ("packages", ", ".join(packages) or "(none)"),
+    ]
+    for label, value in rows:
+        click.echo(f"{label + ':':<10} {printable(value)}")
+    for warning in found.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _full_key(keys: list[str], prefix: str) -> str:

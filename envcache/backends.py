@@ -19,6 +19,9 @@ from typing import ClassVar
 
 from envcache import process, uv
 
+UV_CACHE_INFO = "uv_cache.json"
+"""uv's record of an installed local wheel's file time; removed from envs (see below)."""
+
 
 @dataclass(frozen=True)
 class Sources:
@@ -74,7 +77,7 @@ class UvBuilder(Builder):
     """``uv venv --relocatable`` and ``uv pip sync``, hardlinking from uv's cache."""
 
     name = "uv"
-    format_version = 1
+    format_version = 2  # 2: without uv_cache.json (see drop_uv_cache_info)
     link_mode = "hardlink"
     cache_dir_name = "uv-cache"
 
@@ -92,6 +95,7 @@ class UvBuilder(Builder):
             compile_bytecode=False,  # the cache compiles, reproducibly (bytecode.py)
             allow_source_builds=sources.allow_source_builds,
         )
+        drop_uv_cache_info(dest)
 
     def tool_versions(self, dest: Path) -> dict[str, str]:
         return {"uv": uv.version()}
@@ -166,3 +170,30 @@ class VirtualenvPipBuilder(Builder):
         pips = sorted(dest.glob("lib/python*/site-packages/pip-*.dist-info"))
         pip_version = pips[-1].name.removeprefix("pip-").removesuffix(".dist-info") if pips else ""
         return {"virtualenv": importlib.metadata.version("virtualenv"), "pip": pip_version}
+
+
+def drop_uv_cache_info(dest: Path) -> None:
+    """Remove the ``uv_cache.json`` uv writes into a ``*.dist-info``, and its line in RECORD.
+
+    uv records there, for a wheel installed from a local file (a ``--find-links``
+    wheelhouse), the wheel file's modification time: its own check of whether an installed
+    copy is stale. An env is never synced again, and the file would make the same wheel
+    install differently from two copies of a wheelhouse, so identical packages would not share
+    a tree (trees.py) and builds would not be reproducible. Installers write RECORD anew for
+    every install, but it is replaced, never written in place, in case it is a hardlink.
+    """
+    for info in dest.glob("lib/python3.*/site-packages/*.dist-info"):
+        marker = info / UV_CACHE_INFO
+        if info.is_symlink() or marker.is_symlink() or not marker.is_file():
+            continue
+        marker.unlink()
+        record = info / "RECORD"
+        if record.is_symlink() or not record.is_file():
+            continue
+        entry = f"{info.name}/{UV_CACHE_INFO},"
+        lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if not line.startswith(entry)]
+        if len(kept) != len(lines):
+            replacement = record.with_name(".RECORD.new")
+            replacement.write_text("".join(kept), encoding="utf-8")
+            os.replace(replacement, record)

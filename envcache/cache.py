@@ -8,7 +8,7 @@ Layout under the root (created by the first build)::
     locks/gc.lock      builds hold it shared while they link shared trees, gc exclusively (0700)
     uv-cache/          uv's cache, envs hardlink from it (0700; pip-cache/ for virtualenv+pip)
     objects/           shared by content between envs (0711: only trees/ is reachable)
-      xx/<sha256>-<mode> files made at build time (bytecode...), hardlinked into envs (0700)
+      files/<sha256>-<mode> identical files of envs and trees, hardlinked (0700, objects.py)
       trees/           package trees envs link to, readable by everyone (0755, see trees.py)
     trash/             envs and trees being removed (0700)
     pins/<key>         an admin's pin: gc keeps the env whatever the policy (0700)
@@ -133,7 +133,8 @@ class EnvCache:
     @property
     def trees(self) -> TreeStore:
         """Package trees shared between envs (see trees.py)."""
-        return TreeStore(self.objects.root / "trees", self.locks_dir, self.trash_dir)
+        objects = self.objects
+        return TreeStore(objects.root / "trees", self.locks_dir, self.trash_dir, objects)
 
     def gc_lock(self) -> UseLock:
         """Builds hold it shared while they link shared trees; pruning takes it exclusively."""
@@ -347,6 +348,7 @@ class EnvCache:
             self.trash_dir: _PRIVATE_DIR,
             self.pins_dir: _PRIVATE_DIR,
             self.objects.root: _TRAVERSABLE_DIR,
+            self.objects.files_dir: _PRIVATE_DIR,
             self.trees.root: _PUBLIC_DIR,
             self.tool_cache_dir: _PRIVATE_DIR,
         }

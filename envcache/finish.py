@@ -74,7 +74,7 @@ class Finisher:
             trees=shared,
             shared_size=sum(self.trees.load(d).size for d in shared.values()) if self.trees else 0,
         )
-        tree.write_read_only(dest / MANIFEST_NAME, recorded.to_json())
+        tree.write_read_only(dest / MANIFEST_NAME, recorded.to_bytes())
         os.chmod(dest, tree.READ_ONLY_DIR)
         tree.fsync_tree(dest)
         return recorded

@@ -1,28 +1,39 @@
 """The manifest written into every env, and verification of an env against it.
 
-The manifest (``<env>/isolate-env.json``) records what the env was built from (key, canonical
-lock, interpreter, builder and tool versions), every file of the env's own (type, mode, size,
-sha256 or symlink target) and the shared package trees it links to (their digests: each tree
-has its own manifest, see trees.py), so a later change to the env is detected.
+The manifest (``<env>/isolate-env.json.gz``) records what the env was built from (key,
+canonical lock, interpreter, builder and tool versions), every file of the env's own (type,
+mode, size, sha256 or symlink target) and the shared package trees it links to (their digests:
+each tree has its own manifest, see trees.py), so a later change to the env is detected.
+
+It is compact JSON, gzip-compressed: every env carries one and it is mostly hex digests, so
+compressed it takes one 4 KiB block instead of two for a dozen packages. ``zcat`` shows it,
+and so does ``isolate env show KEY --json``. Envs built before (format 1 and 2) have an
+uncompressed ``isolate-env.json``; both are read.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator, Mapping
+import zlib
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from envcache.errors import CorruptEnvError
 
-MANIFEST_NAME = "isolate-env.json"
-MANIFEST_FORMAT = 2
-"""2 added shared trees; format 1 manifests (envs built before) are still read: no trees."""
-_READABLE_FORMATS = (1, 2)
+MANIFEST_NAME = "isolate-env.json.gz"
+LEGACY_MANIFEST_NAME = "isolate-env.json"
+"""Where formats 1 and 2 were written, uncompressed."""
+MANIFEST_NAMES = frozenset({MANIFEST_NAME, LEGACY_MANIFEST_NAME})
+"""What a scan of an env leaves out: the manifest is not one of the files it records."""
+MANIFEST_FORMAT = 3
+"""2 added shared trees, 3 compression (the JSON is the same); 1 and 2 are still read."""
+_READABLE_FORMATS = (1, 2, 3)
 _CHUNK = 1 << 20
 
 
@@ -119,6 +130,10 @@ class Manifest:
         data["total_size"] = self.total_size
         return json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n"
 
+    def to_bytes(self) -> bytes:
+        """The manifest file's content: the JSON, gzip-compressed, reproducibly (no mtime)."""
+        return gzip.compress(self.to_json().encode("utf-8"), compresslevel=9, mtime=0)
+
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         """Parse a manifest file's text; raises ValueError (or KeyError/TypeError) if malformed."""
@@ -144,14 +159,17 @@ class Manifest:
     @classmethod
     def load(cls, env_dir: Path) -> Manifest:
         """Read ``env_dir``'s manifest; raises CorruptEnvError if it is missing or malformed."""
-        path = env_dir / MANIFEST_NAME
         try:
-            return cls.from_json(path.read_text(encoding="utf-8"))
+            try:
+                text = gzip.decompress((env_dir / MANIFEST_NAME).read_bytes()).decode("utf-8")
+            except FileNotFoundError:
+                text = (env_dir / LEGACY_MANIFEST_NAME).read_text(encoding="utf-8")
+            return cls.from_json(text)
         except FileNotFoundError as exc:
             raise CorruptEnvError(
                 f"env {env_dir} has no manifest; remove the env and build it again"
             ) from exc
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zlib.error) as exc:
             raise CorruptEnvError(
                 f"env {env_dir} has an unreadable manifest ({exc}); "
                 "remove the env and build it again"
@@ -159,10 +177,10 @@ class Manifest:
 
 
 def scan(
-    env_dir: Path, *, digests: bool = True, skip: str | None = MANIFEST_NAME
+    env_dir: Path, *, digests: bool = True, skip: Collection[str] = MANIFEST_NAMES
 ) -> dict[str, FileEntry]:
-    """Every path under ``env_dir`` except ``skip`` (the manifest), relative with ``/``
-    separators, in a stable order. Symlinks are recorded, never followed."""
+    """Every path under ``env_dir`` except those named in ``skip`` (the manifest), relative
+    with ``/`` separators, in a stable order. Symlinks are recorded, never followed."""
     return {relative: _entry(path, digests) for relative, path in _walk(env_dir, "", skip)}
 
 
@@ -172,7 +190,7 @@ def link_stats(env_dir: Path, requested: str) -> LinkStats:
     ``st_nlink > 1`` is the proxy: a freshly built env's files are linked only from uv's cache.
     """
     hardlinked = copied = 0
-    for _relative, path in _walk(env_dir, "", MANIFEST_NAME):
+    for _relative, path in _walk(env_dir, "", MANIFEST_NAMES):
         info = path.lstat()
         if stat.S_ISREG(info.st_mode):
             if info.st_nlink > 1:
@@ -235,12 +253,12 @@ def _compare(recorded: FileEntry, found: FileEntry, deep: bool) -> list[str]:
     return differences
 
 
-def _walk(directory: Path, prefix: str, skip: str | None) -> Iterator[tuple[str, Path]]:
+def _walk(directory: Path, prefix: str, skip: Collection[str]) -> Iterator[tuple[str, Path]]:
     with os.scandir(directory) as entries:
         children = sorted(entries, key=lambda e: e.name)
     for child in children:
         relative = f"{prefix}{child.name}"
-        if relative == skip:
+        if relative in skip:
             continue
         path = Path(child.path)
         yield relative, path

@@ -24,10 +24,11 @@ def make_read_only(root: Path) -> None:
                 os.chmod(path, READ_ONLY_DIR)
 
 
-def write_read_only(path: Path, text: str) -> None:
-    """Create ``path`` (it must not exist) with ``text``, durable, then make it 0444."""
-    with path.open("x", encoding="utf-8") as handle:
-        handle.write(text)
+def write_read_only(path: Path, content: str | bytes) -> None:
+    """Create ``path`` (it must not exist) with ``content``, durable, then make it 0444."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    with path.open("xb") as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.chmod(path, 0o444)

@@ -48,6 +48,7 @@ from filelock import FileLock
 
 from envcache import tree
 from envcache.manifest import FileEntry, differences, file_sha256, scan
+from envcache.objects import ObjectStore
 
 TREE_FORMAT = 1
 """Part of every digest: bump when what a stored tree holds changes (e.g. how it's compiled)."""
@@ -110,10 +111,14 @@ class Sharing:
 class TreeStore:
     """Trees under ``root`` (``objects/trees``); ``locks`` and ``trash`` are the cache's."""
 
-    def __init__(self, root: Path, locks: Path, trash: Path) -> None:
+    def __init__(
+        self, root: Path, locks: Path, trash: Path, objects: ObjectStore | None = None
+    ) -> None:
         self.root = root
         self.locks = locks
         self.trash = trash
+        self.objects = objects
+        """Where a new tree's files are deduplicated by content with every other tree's."""
 
     def path(self, digest: str) -> Path:
         """The stored tree with ``digest``."""
@@ -184,7 +189,11 @@ class TreeStore:
         """Store one compiled tree (or drop it if another build stored it first), and replace
         it in its env by a link."""
         tree.make_read_only(path)  # its contents; the directory itself after the move
-        files = scan(path, skip=None)
+        files = scan(path, skip=())
+        if self.objects is not None:
+            # Files equal to another tree's (licenses, INSTALLER, unchanged modules between
+            # two versions of a package) share its inode, hardlinked from uv's cache or not.
+            self.objects.dedupe(path, files, hardlinked=True)
         files[_ROOT] = FileEntry("dir", mode=tree.READ_ONLY_DIR)
         recorded = TreeManifest(digest, path.name, files)
         tree.fsync_tree(path)
@@ -218,7 +227,7 @@ class TreeStore:
         try:
             recorded = self.load(digest).files
             stored = self.path(digest)
-            found = scan(stored, digests=False, skip=None)
+            found = scan(stored, digests=False, skip=())
             found[_ROOT] = FileEntry("dir", mode=stored.lstat().st_mode & 0o7777)
         except (OSError, ValueError):
             return False
@@ -258,7 +267,7 @@ class TreeStore:
             return [f"{shown_as}: shared tree {digest} has an unreadable manifest ({exc})"]
         path = self.path(digest)
         try:
-            found = scan(path, digests=deep, skip=None)
+            found = scan(path, digests=deep, skip=())
             found[_ROOT] = FileEntry("dir", mode=path.lstat().st_mode & 0o7777)
         except FileNotFoundError:
             return [f"{shown_as}: shared tree {digest} is missing"]
@@ -346,14 +355,13 @@ def linked_from(env_dir: Path) -> set[str]:
 
 def tree_digest(path: Path, context: str) -> str | None:
     """The content digest of the installed tree at ``path`` (base32, 52 characters), or None
-    if it can't be shared (empty, or holds a symlink or a special file).
+    if it can't be shared (it holds a symlink or a special file). An empty directory is a tree
+    too (e.g. a wheel's ``*.libs`` with nothing in it): one stored copy instead of one per env.
 
     Modes enter only as the executable bit: a file hardlinked from uv's cache may already be
     read-only from an earlier build, and every stored file is made 0444/0555 anyway.
     """
-    entries = scan(path, skip=None)
-    if not entries:
-        return None
+    entries = scan(path, skip=())
     digest = hashlib.sha256(f"isolate-tree/{TREE_FORMAT}\0{context}\0".encode())
     for relative, entry in entries.items():
         if entry.type == "dir":

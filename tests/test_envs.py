@@ -260,6 +260,18 @@ def test_env_list_on_an_empty_node_and_unknown_keys(cli) -> None:
     assert json.loads(cli("env", "list", "--json").stdout) == []
     assert cli("env", "verify").stdout == ""
     cli("env", "pin", "abc", expect=2)
+    cli("env", "show", "abc", expect=2)
+
+
+def test_env_show_prints_the_manifest(cli, wheels_home, wheelhouse, make_folder) -> None:
+    folder = make_folder({"tiny.py": TINY_DAG}, lock=wheelhouse.lock("tinylib==2.0"))
+    key = push(cli, folder)[0]["env_key"]
+    shown = cli("env", "show", key[:10]).stdout
+    assert f"key:       {key}" in shown and "packages:  tinylib==2.0" in shown
+    assert "builder:   uv v2" in shown and "/usr/bin/python3.11 (3.11." in shown
+    manifest = json.loads(cli("env", "show", key, "--json").stdout)
+    assert manifest["key"] == key and manifest["format"] == 3
+    assert any(path.endswith("/tinylib") for path in manifest["trees"])
 
 
 def test_builds_show_progress_on_a_terminal(cli, wheels_home, wheelhouse, make_folder) -> None:

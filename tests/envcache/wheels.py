@@ -23,11 +23,13 @@ def make_wheel(
     *,
     files: dict[str, str] | None = None,
     requires: tuple[str, ...] = (),
+    dirs: tuple[str, ...] = (),
 ) -> Path:
     """Write ``<name>-<version>-py3-none-any.whl`` into ``dest`` and return its path.
 
     Without ``files``, the wheel holds one module, ``<name>/__init__.py``, defining
-    ``VERSION = "<version>"``.
+    ``VERSION = "<version>"``. ``dirs`` are directory entries (``name/``), e.g. the empty
+    ``*.libs`` of auditwheel-repaired wheels.
     """
     module = name.replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
@@ -48,6 +50,10 @@ def make_wheel(
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / f"{module}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for directory in dirs:
+            entry = zipfile.ZipInfo(directory.rstrip("/") + "/", _DATE_TIME)
+            entry.external_attr = (0o40755 << 16) | 0x10
+            archive.writestr(entry, b"")
         for arcname, text in contents.items():
             info = zipfile.ZipInfo(arcname, _DATE_TIME)
             info.external_attr = 0o644 << 16
