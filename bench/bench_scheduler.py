@@ -1,7 +1,9 @@
 """The executor's cost: a no-op task end to end, throughput, and scheduler decision time.
 
-1. overhead: one no-op python task and one no-op command task, from queued to success
-   recorded, against starting the env's interpreter bare (``python -I -c pass``), median of N;
+1. overhead: one no-op python task (a function of the DAG's own module, so the task imports
+   the DAG file and the SDK, as every real one does) and one no-op command task, from queued
+   to success recorded, against starting the env's interpreter bare (``python -I -c pass``),
+   median of N;
 2. throughput: 500 no-op command tasks (no dependencies) at parallelism 2 on SQLite;
 3. decisions: planning one 10,000-task run (a chain of fan-outs), and 1,000 runs of 10 tasks,
    with the pure planner (no store, no processes).
@@ -117,8 +119,12 @@ def main() -> None:
             root / "noop_py",
             """
             from isolate import DAG, PythonTask
+
+            def noop():
+                pass
+
             with DAG("noop_py"):
-                PythonTask("t", callable="builtins:len", args=[[]])
+                PythonTask("t", callable="dag:noop")
         """,
         )
         push(

@@ -66,6 +66,12 @@ class Env:
         return self.path / "bin" / "python"
 
     @property
+    def cache_tag(self) -> str | None:
+        """The env interpreter's bytecode cache tag (``cpython-311``), from the manifest."""
+        tag = self.manifest.interpreter.get("cache_tag")
+        return tag if isinstance(tag, str) else None
+
+    @property
     def warnings(self) -> list[str]:
         """Problems worth reporting that don't make the env unusable (e.g. no hardlinks)."""
         return self.manifest.warnings()

@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
-from zoneinfo import ZoneInfo
 
 from isolate.errors import DagDefinitionError
+
+# Every task imports this module (through its DAG file): typing and zoneinfo would add
+# several milliseconds to each start (both import re), so they are for type checkers only,
+# and zoneinfo is imported where a time zone is actually used.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any
 
 __all__ = ["DAG", "CommandTask", "PythonTask", "XComArg", "task"]
 
@@ -452,6 +457,8 @@ def _iso_datetime(value: Any, timezone: str, where: str) -> str | None:
     moment: dt.datetime = value
     if moment.tzinfo is None:
         try:
+            from zoneinfo import ZoneInfo
+
             moment = moment.replace(tzinfo=ZoneInfo(timezone))
         except (ValueError, KeyError, OSError):
             raise DagDefinitionError(f"{where}: unknown time zone {timezone!r}") from None

@@ -22,15 +22,13 @@ Tracebacks go to stderr, which the supervisor has pointed at the attempt's log.
 
 from __future__ import annotations
 
-import datetime
-import importlib
-import json
 import os
 import sys
-import types
 
-# Imported only for type checkers: at run time typing, inspect and traceback would cost a
-# task several milliseconds of start-up each time (inspect alone imports ast and tokenize).
+# Imported only for type checkers, or where needed: at run time typing, inspect, json and
+# traceback would cost a task several milliseconds of start-up each time (inspect imports ast
+# and tokenize; json, like typing, imports re). JSON goes through json's own C accelerator
+# (_json) where the interpreter has it; datetime only when the callable asks for a date.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -74,8 +72,8 @@ def read_context(fd: int) -> dict[str, Any]:
         # The task's own code must not find the context fd open (nor read it twice).
         os.close(fd)
     try:
-        context = json.loads(b"".join(chunks))
-    except ValueError as exc:
+        context = json_loads(b"".join(chunks))
+    except (ValueError, StopIteration) as exc:
         raise BootstrapError(f"the context is not JSON: {exc}") from None
     if not isinstance(context, dict):
         raise BootstrapError("the context is not a JSON object")
@@ -87,7 +85,8 @@ def load_callable(path: str) -> Callable[..., Any]:
     module_name, sep, attr_path = path.partition(":")
     if not sep or not module_name or not attr_path:
         raise BootstrapError(f"invalid callable {path!r}: expected 'module.path:attribute'")
-    target: Any = importlib.import_module(module_name)
+    __import__(module_name)
+    target: Any = sys.modules[module_name]
     for part in attr_path.split("."):
         target = getattr(target, part)
     # ``@task`` wraps the function in isolate.sdk.TaskFunction; outside a DAG it would call
@@ -114,12 +113,20 @@ def resolve_xcoms(value: Any, xcoms: Mapping[str, Any]) -> Any:
     return value
 
 
-def task_context(context: Mapping[str, Any]) -> dict[str, Any]:
-    """The Airflow-style context: ``logical_date`` as an aware datetime, the rest as sent."""
+def task_context(context: Mapping[str, Any], *, dates: bool = True) -> dict[str, Any]:
+    """The Airflow-style context: ``logical_date`` as an aware datetime (as the ISO text it
+    was sent as unless ``dates``), the rest as sent."""
     out = {key: context.get(key) for key in CONTEXT_KEYS}
-    if isinstance(out["logical_date"], str):
-        out["logical_date"] = datetime.datetime.fromisoformat(out["logical_date"])
+    if dates:
+        _parse_dates(out)
     return out
+
+
+def _parse_dates(values: dict[str, Any]) -> None:
+    if isinstance(values.get("logical_date"), str):
+        import datetime
+
+        values["logical_date"] = datetime.datetime.fromisoformat(values["logical_date"])
 
 
 def context_kwargs(
@@ -129,7 +136,7 @@ def context_kwargs(
     available: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The context keys ``function`` asks for and that its arguments do not already bind."""
-    if type(function) is types.FunctionType:
+    if type(function) is _FUNCTION_TYPE:
         return _plain_function_kwargs(function, args, kwargs, available)
     import inspect
 
@@ -155,13 +162,14 @@ def context_kwargs(
     return {name: available[name] for name in sorted(wanted - skip)}
 
 
-# inspect.CO_VARARGS and CO_VARKEYWORDS, without importing inspect.
+# inspect.CO_VARARGS and CO_VARKEYWORDS, without importing inspect; types.FunctionType.
 _CO_VARARGS = 0x04
 _CO_VARKEYWORDS = 0x08
+_FUNCTION_TYPE = type(_parse_dates)
 
 
 def _plain_function_kwargs(
-    function: types.FunctionType,
+    function: Callable[..., Any],
     args: list[Any],
     kwargs: Mapping[str, Any],
     available: Mapping[str, Any],
@@ -196,7 +204,7 @@ def _name(function: Callable[..., Any]) -> str:
 def encode_xcom(value: Any, limit: int | None) -> bytes:
     """The success message for ``value``; a clear error if it is not JSON or too large."""
     try:
-        data = json.dumps({"xcom": value}, allow_nan=False, separators=(",", ":")).encode()
+        data = json_dumps({"xcom": value}).encode()
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"the task's return value is not JSON-serializable ({exc}); return None, a bool, "
@@ -236,8 +244,8 @@ def run(context: Mapping[str, Any], xcom_fd: int | None) -> None:
             # The bundle wins over the SDK dir, and both over the env's site-packages.
             sys.path.insert(0, str(entry))
     function = load_callable(str(context.get("callable") or ""))
-    available = task_context(context)
     mode = context.get("mode", "task")
+    available = task_context(context, dates=mode != "task")
     if mode == "callback":
         callback_context = {**available, **dict(context.get("callback_context") or {})}
         function(callback_context)
@@ -249,8 +257,66 @@ def run(context: Mapping[str, Any], xcom_fd: int | None) -> None:
     args = resolve_xcoms(list(context.get("args") or []), xcoms)
     kwargs = resolve_xcoms(dict(context.get("kwargs") or {}), xcoms)
     extra = context_kwargs(function, args, kwargs, available)
+    _parse_dates(extra)
     result = function(*args, **kwargs, **extra)
     send(xcom_fd, encode_xcom(result, context.get("xcom_max_bytes")))
+
+
+class _DecodeOptions:
+    """What ``_json.make_scanner`` reads: json.loads' defaults, but NaN and Infinity refused."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+
+def json_loads(data: bytes) -> Any:
+    """``json.loads(data)``, strict, through the C scanner when there is one."""
+    text = data.decode("utf-8")
+    try:
+        import _json
+
+        scan = _json.make_scanner(_DecodeOptions)  # type: ignore[arg-type]
+    except (ImportError, AttributeError, TypeError):  # not CPython, or another signature
+        import json
+
+        return json.loads(text, parse_constant=_DecodeOptions.parse_constant)
+    stripped = text.strip(" \t\n\r")
+    try:
+        value, end = scan(stripped, 0)
+    except Exception:  # the C scanner needs json.decoder imported to describe errors
+        end = -1
+    if end != len(stripped):
+        import json  # says what is wrong, and where
+
+        return json.loads(text, parse_constant=_DecodeOptions.parse_constant)
+    return value
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def json_dumps(value: Any) -> str:
+    """``json.dumps(value, allow_nan=False, separators=(",", ":"))``, through the C encoder
+    when there is one."""
+    try:
+        import _json
+
+        encode = _json.make_encoder(
+            {}, _not_json, _json.encode_basestring_ascii, None, ":", ",", False, False, False
+        )
+    except (ImportError, AttributeError, TypeError):  # not CPython, or another signature
+        import json
+
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    return "".join(encode(value, 0))
 
 
 def _fd_from_env(name: str) -> int | None:
@@ -288,7 +354,7 @@ def main() -> NoReturn:
 
 def _report(xcom_fd: int | None, message: str) -> None:
     try:
-        send(xcom_fd, json.dumps({"error": message}).encode())
+        send(xcom_fd, json_dumps({"error": message}).encode())
     except OSError:
         pass  # the supervisor refused the pipe (e.g. an over-size write); the log has it
 

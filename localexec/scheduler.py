@@ -259,7 +259,7 @@ class Scheduler:
         )
         where = Placement(
             python=env.env.python,
-            bootstrap=self.workspace.runtime.bootstrap,
+            bootstrap=self.workspace.runtime.bootstrap_for(env.env.cache_tag),
             sdk_dir=self.workspace.runtime.sdk_dir,
             bundle_dir=bundle,
             work_dir=work,
@@ -386,7 +386,7 @@ class Scheduler:
             attempt = Attempt(
                 kind="callback",
                 python=env.env.python,
-                bootstrap=self.workspace.runtime.bootstrap,
+                bootstrap=self.workspace.runtime.bootstrap_for(env.env.cache_tag),
                 bundle_dir=self.workspace.bundle_dir(self.store, spec.bundle_hash, tenant),
                 sdk_dir=self.workspace.runtime.sdk_dir,
                 work_dir=work,

@@ -70,11 +70,19 @@ class Renderer:
 
     def __init__(self, names: Mapping[str, Any]) -> None:
         self.names = dict(names)
-        self.environment = ImmutableSandboxedEnvironment(
-            undefined=jinja2.StrictUndefined,
-            autoescape=False,  # argv, env values and kwargs, never HTML
-            keep_trailing_newline=True,
-        )
+        self._environment: ImmutableSandboxedEnvironment | None = None
+
+    @property
+    def environment(self) -> ImmutableSandboxedEnvironment:
+        """Made on the first template: most fields hold none, and each task's child would
+        otherwise build a sandbox it never uses."""
+        if self._environment is None:
+            self._environment = ImmutableSandboxedEnvironment(
+                undefined=jinja2.StrictUndefined,
+                autoescape=False,  # argv, env values and kwargs, never HTML
+                keep_trailing_newline=True,
+            )
+        return self._environment
 
     def render_string(self, text: str, field: str) -> str:
         if not any(marker in text for marker in _MARKERS):

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import compileall
 import os
 import pwd
+import py_compile
 import secrets
 from pathlib import Path
 
@@ -51,6 +53,7 @@ class Workspace:
         staging = parent / f".{final.name}.{secrets.token_hex(4)}"
         try:
             extract_bundle(store.get_blob(bundle_hash), staging, expected_hash=bundle_hash)
+            compile_bundle(staging, final)
             tree.make_read_only(staging)
             os.chmod(staging, tree.READ_ONLY_DIR)
             try:
@@ -92,3 +95,22 @@ class Workspace:
         """Where a try's log is, without preparing anything (for readers)."""
         parts = (_segment(dag_id), _segment(run_id), _segment(task_id))
         return config.logs_dir.joinpath(*parts, f"{try_number}.log")
+
+
+def compile_bundle(directory: Path, final: Path) -> None:
+    """Write the unchecked-hash bytecode of every module of the bundle at ``directory``, as
+    if it were at ``final``, for this interpreter's cache tag.
+
+    Tasks cannot write into the read-only bundle, so without this every task would compile
+    its DAG's modules from source on each start. Compiling runs none of the author's code;
+    a module that does not compile is left alone (its task reports the SyntaxError). An env
+    of another Python version just ignores these files.
+    """
+    compileall.compile_dir(
+        directory,
+        ddir=os.fspath(final),
+        quiet=2,
+        workers=1,
+        force=True,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
