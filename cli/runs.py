@@ -60,9 +60,8 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
         server = PushServer(config, store)
         server.start()  # authors who cannot write the store push through its socket
         try:
-            Scheduler(config, store, parallelism=parallelism).run(
-                until_idle=until_idle, stop=lambda: stopping
-            )
+            with Scheduler(config, store, parallelism=parallelism) as scheduler:
+                scheduler.run(until_idle=until_idle, stop=lambda: stopping)
         finally:
             server.stop()
 

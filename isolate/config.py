@@ -51,6 +51,9 @@ class Settings:
     # A scheduler running as root with no tenant mapping starts no task (it would run as
     # root). Only for a throwaway single-user node (a tour, a test) may this say otherwise.
     allow_root_tasks: bool = False
+    # Start each kind of python task's next process ahead of need, so a launch skips the
+    # interpreter's start (localexec/spares.py); at most one idle process per kind.
+    warm_starts: bool = True
 
 
 _SIZE_KEYS = {"max_spec_bytes", "max_bundle_bytes"}
@@ -60,6 +63,7 @@ _BOOL_KEYS = {
     "allow_direct_references",
     "build_on_push",
     "allow_root_tasks",
+    "warm_starts",
 }
 _LIST_KEYS = {"find_links"}
 _INT_KEYS = {"gc_keep_versions", "tenant_min_uid"}

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 CTX_FD_VAR = "ISOLATE_CTX_FD"
 XCOM_FD_VAR = "ISOLATE_XCOM_FD"
+SPARE_FD_VAR = "ISOLATE_SPARE_FD"  # a warm start's control socket (localexec.spares)
+_HANDOVER = b"attempt"
 XCOM_REF_KEY = "$xcom"  # isolate.model.XCOM_REF_KEY; this file imports nothing of isolate
 # The keys a callable may ask for by name, as in Airflow's task context.
 CONTEXT_KEYS = (
@@ -324,17 +326,60 @@ def _fd_from_env(name: str) -> int | None:
     return int(value) if value else None
 
 
+def await_attempt(control_fd: int) -> tuple[int, int]:
+    """A spare's wait: block until the supervisor hands over an attempt; then stdout and
+    stderr go to its log. Returns (context fd, result fd). Exits quietly when the supervisor
+    stops the spare (the socket ends) instead."""
+    import datetime  # noqa: F401 - paid now, while nothing waits: tasks asking for dates
+    import socket
+
+    control = socket.socket(fileno=control_fd)
+    try:
+        message, fds, _flags, _address = socket.recv_fds(control, 64, 3)
+    finally:
+        control.close()
+    if message != _HANDOVER or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        os._exit(0)
+    log_fd, ctx_fd, xcom_fd = fds
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    return ctx_fd, xcom_fd
+
+
+def take_over(setup: Mapping[str, Any]) -> None:
+    """Become the attempt's process: its log banner, work dir and whole environment."""
+    banner = setup.get("banner")
+    if isinstance(banner, str):
+        send(2, banner.encode())
+    os.chdir(str(setup["work_dir"]))
+    os.environ.clear()
+    os.environ.update({str(name): str(value) for name, value in dict(setup["env"]).items()})
+
+
 def main() -> NoReturn:
     # stdout goes to a log file: line buffering keeps it in order with stderr's lines.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     xcom_fd: int | None = None
+    ctx_fd: int | None
     try:
-        xcom_fd = _fd_from_env(XCOM_FD_VAR)
-        ctx_fd = _fd_from_env(CTX_FD_VAR)
+        spare_fd = _fd_from_env(SPARE_FD_VAR)
+        if spare_fd is not None:
+            ctx_fd, xcom_fd = await_attempt(spare_fd)
+        else:
+            xcom_fd = _fd_from_env(XCOM_FD_VAR)
+            ctx_fd = _fd_from_env(CTX_FD_VAR)
         if ctx_fd is None:
             raise BootstrapError(f"{CTX_FD_VAR} is not set: run this script from the supervisor")
         context = read_context(ctx_fd)
-    except (BootstrapError, ValueError, OSError) as exc:
+        if spare_fd is not None:
+            setup = context.pop("spare", None)
+            if not isinstance(setup, dict):
+                raise BootstrapError("a warm start's context has no set-up")
+            take_over(setup)
+    except (BootstrapError, ValueError, OSError, KeyError, TypeError) as exc:
         print(f"isolate bootstrap: {exc}", file=sys.stderr)
         _report(xcom_fd, f"isolate bootstrap: {exc}")
         sys.exit(2)

@@ -31,6 +31,7 @@ import os
 import resource
 import signal
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 from isolate.errors import IsolateError
@@ -82,15 +83,15 @@ def _setup_and_exec(attempt: Attempt, log_fd: int, result_fd: int | None, error_
     os.setsid()
     # Keep our fds clear of 0-2 before stdio is rewired (a daemonized supervisor may have
     # closed its own stdio, so pipe() can hand out 0, 1 or 2).
-    log_fd, error_fd = _above_stdio(log_fd), _above_stdio(error_fd)
-    result_fd = None if result_fd is None else _above_stdio(result_fd)
+    log_fd, error_fd = above_stdio(log_fd), above_stdio(error_fd)
+    result_fd = None if result_fd is None else above_stdio(result_fd)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     if devnull > 2:
         os.close(devnull)
-    _reset_signals()
+    reset_signals()
 
     user = drop_privileges(attempt)
     os.umask(0o077)
@@ -112,7 +113,7 @@ def _setup_and_exec(attempt: Attempt, log_fd: int, result_fd: int | None, error_
             args=renderer.render(list(attempt.args), "args"),
             kwargs=renderer.render(dict(attempt.kwargs), "kwargs"),
         )
-        ctx_fd = _above_stdio(_memory_file(document))
+        ctx_fd = above_stdio(context_memfd(document))
         argv = [str(attempt.python), "-I", str(attempt.bootstrap)]
         env[CTX_FD_VAR] = str(ctx_fd)
         keep.add(ctx_fd)
@@ -147,23 +148,27 @@ def task_environment(
     attempt: Attempt, rendered_env: Mapping[str, str], *, user: str
 ) -> dict[str, str]:
     """The task's whole environment, built from nothing: no variable of the supervisor's."""
-    name = user.split(" ", 1)[0]
-    env = {
-        "PATH": f"{attempt.python.parent}:{BASE_PATH}",
-        "VIRTUAL_ENV": str(attempt.python.parent.parent),
-        "HOME": str(attempt.work_dir),
-        "TMPDIR": str(attempt.work_dir),
-        "USER": name,
-        "LOGNAME": name,
-        "LANG": "C.UTF-8",
-        "TZ": "UTC",
-    }
+    env = base_environment(attempt.python, user=user)
+    env.update(HOME=str(attempt.work_dir), TMPDIR=str(attempt.work_dir))
     env.update(rendered_env)  # the author's own variables (ISOLATE_* is reserved at push)
     for variable, key in CONTEXT_ENV.items():
         value = attempt.context.get(key)
         if value is not None:
             env[variable] = str(value)
     return env
+
+
+def base_environment(python: Path, *, user: str) -> dict[str, str]:
+    """What every task's environment starts from (a spare starts its interpreter with it)."""
+    name = user.split(" ", 1)[0]
+    return {
+        "PATH": f"{python.parent}:{BASE_PATH}",
+        "VIRTUAL_ENV": str(python.parent.parent),
+        "USER": name,
+        "LOGNAME": name,
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+    }
 
 
 def close_fds_except(keep: set[int]) -> None:
@@ -182,7 +187,7 @@ def _max_fd() -> int:
     return max(hard, os.sysconf("SC_OPEN_MAX"))
 
 
-def _memory_file(document: Mapping[str, Any]) -> int:
+def context_memfd(document: Mapping[str, Any]) -> int:
     data = json.dumps(document, allow_nan=False, separators=(",", ":")).encode()
     fd = os.memfd_create("isolate-context", os.MFD_CLOEXEC)
     write_all(fd, data)
@@ -190,11 +195,11 @@ def _memory_file(document: Mapping[str, Any]) -> int:
     return fd
 
 
-def _above_stdio(fd: int) -> int:
+def above_stdio(fd: int) -> int:
     return fd if fd > 2 else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
 
 
-def _reset_signals() -> None:
+def reset_signals() -> None:
     for signum in _RESET_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())

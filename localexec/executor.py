@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 
 from localexec import supervisor
 from localexec.attempt import Attempt, Outcome, Running
+from localexec.spares import SpareKind, SparePool, start_warm, warm_start_possible
 
 K = TypeVar("K")
 
@@ -26,10 +27,11 @@ class Finished(Generic[K]):
 
 
 class Executor(Generic[K]):
-    def __init__(self, parallelism: int) -> None:
+    def __init__(self, parallelism: int, *, spares: SparePool | None = None) -> None:
         if parallelism < 1:
             raise ValueError("parallelism must be at least 1")
         self.parallelism = parallelism
+        self.spares = spares
         self._active: dict[K, Running] = {}
         self._done: queue.Queue[Finished[K]] = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -44,13 +46,33 @@ class Executor(Generic[K]):
 
     def submit(self, key: K, attempt: Attempt, on_start: Callable[[Running], None]) -> Running:
         """Start ``attempt`` now (fork in this thread) and wait for it in the background."""
-        running = supervisor.start(attempt)
+        running = self._start(attempt)
         self._active[key] = running
         on_start(running)
         thread = threading.Thread(target=self._wait, args=(key, running), daemon=True)
         thread.start()
         self._threads.append(thread)
         return running
+
+    def _start(self, attempt: Attempt) -> Running:
+        """A warm start in a spare when there is one for the attempt, else a cold start."""
+        if self.spares is not None and warm_start_possible(attempt):
+            spare = self.spares.take(SpareKind.of(attempt))
+            if spare is not None:
+                running = start_warm(attempt, spare, reader_gid=supervisor.reader_gid(attempt))
+                if running is not None:
+                    return running
+        return supervisor.start(attempt)
+
+    def replenish(self) -> None:
+        """Start the spares the next launches will want (call when the launches are done)."""
+        if self.spares is not None:
+            self.spares.replenish()
+
+    def close(self) -> None:
+        """Stop the idle spares (running attempts are not touched)."""
+        if self.spares is not None:
+            self.spares.close()
 
     def _wait(self, key: K, running: Running) -> None:
         self._done.put(Finished(key, running, supervisor.wait(running)))

@@ -58,9 +58,11 @@ def header(attempt: Attempt, started_at: dt.datetime) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def process_line(pid: int, user: str) -> bytes:
-    """Written by the child itself after the privilege drop: who actually runs the task."""
-    return f"pid: {pid}  user: {user}\n---\n".encode()
+def process_line(pid: int, user: str, *, warm: bool = False) -> bytes:
+    """Who actually runs the task: written by the child itself after the privilege drop, or,
+    for a warm start, by the spare that dropped them before (see spares.py)."""
+    start = "  start: warm" if warm else ""
+    return f"pid: {pid}  user: {user}{start}\n---\n".encode()
 
 
 def footer(outcome: Outcome, ended_at: dt.datetime) -> bytes:

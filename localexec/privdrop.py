@@ -25,6 +25,7 @@ import ctypes
 import os
 import pwd
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from isolate.errors import IsolateError
@@ -42,28 +43,31 @@ class PrivilegeDropError(IsolateError):
 
 
 def drop_privileges(attempt: Attempt) -> str:
-    """Become ``attempt.run_as`` (None: stay who we are). Returns who we are now."""
-    if attempt.run_as is None:
+    """Become ``attempt.run_as`` (None: stay who we are), giving it the attempt's work dir
+    first. Returns who we are now."""
+    return become(attempt.run_as, work_dir=attempt.work_dir)
+
+
+def become(run_as: str | None, *, work_dir: Path | None = None) -> str:
+    """Become ``run_as`` for good (None: stay who we are); ``work_dir`` (fresh, root's) is
+    given to the user first. Returns who we are now."""
+    if run_as is None:
         return describe_identity()
-    try:
-        entry = pwd.getpwnam(attempt.run_as)
-    except KeyError:
-        raise PrivilegeDropError(f"cannot run as {attempt.run_as!r}: no such user") from None
-    if entry.pw_uid == 0:
-        raise PrivilegeDropError(f"refusing to run a task as {attempt.run_as!r} (uid 0)")
+    entry = _user(run_as)
     if os.geteuid() != 0:
         if entry.pw_uid == os.geteuid():
             return describe_identity()
         # Fail closed: running a tenant's task as the scheduler's user would be a silent
         # privilege escalation for that tenant.
         raise PrivilegeDropError(
-            f"cannot run as {attempt.run_as!r}: the scheduler runs as "
+            f"cannot run as {run_as!r}: the scheduler runs as "
             f"{user_name(os.geteuid())!r}, and only root can switch users"
         )
     parent = os.getppid()
     uid, gid = entry.pw_uid, entry.pw_gid
     groups = sorted(set(os.getgrouplist(entry.pw_name, gid)))
-    os.chown(attempt.work_dir, uid, gid, follow_symlinks=False)
+    if work_dir is not None:
+        os.chown(work_dir, uid, gid, follow_symlinks=False)
     os.setgroups(groups)
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
@@ -73,6 +77,33 @@ def drop_privileges(attempt: Attempt) -> str:
     if os.getppid() != parent:  # the supervisor died before the death signal was armed
         raise PrivilegeDropError("the supervisor exited while the task was starting")
     return describe_identity()
+
+
+def give_work_dir(work_dir: Path, run_as: str | None) -> None:
+    """Hand a fresh, root-created work dir to ``run_as`` (the supervisor's side of a warm
+    start, whose process dropped its privileges before the attempt existed)."""
+    if run_as is None or os.geteuid() != 0:
+        return
+    entry = _user(run_as)
+    os.chown(work_dir, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def identity_of(run_as: str | None) -> str:
+    """:func:`describe_identity` of a process that became ``run_as`` (None: this one)."""
+    if run_as is None or os.geteuid() != 0:
+        return describe_identity()
+    entry = _user(run_as)
+    return f"{entry.pw_name} (uid {entry.pw_uid}, gid {entry.pw_gid})"
+
+
+def _user(run_as: str) -> pwd.struct_passwd:
+    try:
+        entry = pwd.getpwnam(run_as)
+    except KeyError:
+        raise PrivilegeDropError(f"cannot run as {run_as!r}: no such user") from None
+    if entry.pw_uid == 0:
+        raise PrivilegeDropError(f"refusing to run a task as {run_as!r} (uid 0)")
+    return entry
 
 
 def _verify(uid: int, gid: int, groups: list[int]) -> None:

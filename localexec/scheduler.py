@@ -41,6 +41,7 @@ from localexec.logs import create_log, write_all
 from localexec.orphans import kill_if_alive
 from localexec.planner import TaskView, plan_run
 from localexec.retries import next_attempt
+from localexec.spares import SparePool
 from localexec.tenants import TenantWatch, UnownedDagError, capped
 from localexec.timetable import due_intervals
 from localexec.workspace import Workspace
@@ -82,7 +83,8 @@ class Scheduler:
         self.poll_interval = poll_interval
         self.workspace = Workspace(config)
         self.envs = EnvResolver(config)
-        self.executor: Executor[TaskKey] = Executor(parallelism)
+        spares = SparePool(parallelism) if config.settings.warm_starts else None
+        self.executor: Executor[TaskKey] = Executor(parallelism, spares=spares)
         self.tenants = TenantWatch(config, store)
         self._started: dict[TaskKey, _Started] = {}
         self._specs: dict[tuple[str, int], DagSpec] = {}
@@ -127,7 +129,18 @@ class Scheduler:
             if self.executor.free_slots <= 0:
                 break
             self.launch(ready)
+        self.executor.replenish()
         return unfinished > 0 or self.executor.busy
+
+    def close(self) -> None:
+        """Stop what the scheduler keeps between runs: its idle warm-start processes."""
+        self.executor.close()
+
+    def __enter__(self) -> Scheduler:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def spec(self, dag_id: str, version: int) -> DagSpec:
         if (dag_id, version) not in self._specs:

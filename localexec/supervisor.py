@@ -42,7 +42,7 @@ def start(attempt: Attempt) -> Running:
     reported by :func:`wait` instead (``Outcome.start_error``).
     """
     started_at = dt.datetime.now(dt.UTC)
-    log_fd = create_log(attempt.log_path, reader_gid=_reader_gid(attempt))
+    log_fd = create_log(attempt.log_path, reader_gid=reader_gid(attempt))
     parent_fds = [log_fd]
     child_fds: list[int] = []
     try:
@@ -290,7 +290,7 @@ def _one_line(text: str) -> str:
     return " ".join(cleaned.split())[:_ERROR_CHARS]
 
 
-def _reader_gid(attempt: Attempt) -> int | None:
+def reader_gid(attempt: Attempt) -> int | None:
     """The group that may read the attempt's log: its run-as user's (None: owner only)."""
     if attempt.run_as is None or os.geteuid() != 0:
         return None

@@ -119,6 +119,17 @@ class Renderer:
         return [self.render_string(item, f"command[{i}]") for i, item in enumerate(command)]
 
 
+def has_template(value: Any) -> bool:
+    """Whether any string leaf of ``value`` holds template syntax (what the renderer renders)."""
+    if isinstance(value, str):
+        return any(marker in value for marker in _MARKERS)
+    if isinstance(value, Mapping):
+        return any(has_template(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_template(item) for item in value)
+    return False
+
+
 def renderer_for(context: Mapping[str, Any], xcoms: Mapping[str, Any]) -> Renderer:
     return Renderer(template_context(context, xcoms))
 

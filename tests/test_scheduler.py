@@ -57,8 +57,11 @@ FLOW = """
 
 def run_scheduler(home: Path) -> None:
     config = load_config(home)
-    with open_store(config) as store:
-        Scheduler(config, store, parallelism=4, poll_interval=0.05).run(until_idle=True)
+    with (
+        open_store(config) as store,
+        Scheduler(config, store, parallelism=4, poll_interval=0.05) as scheduler,
+    ):
+        scheduler.run(until_idle=True)
 
 
 def show(cli, run_id: str) -> dict:

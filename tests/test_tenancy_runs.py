@@ -76,8 +76,11 @@ def cli(*args: str) -> dict:
 
 def schedule() -> None:
     config = load_config(None)
-    with open_store(config) as store:
-        Scheduler(config, store, parallelism=2, poll_interval=0.02).run(until_idle=True)
+    with (
+        open_store(config) as store,
+        Scheduler(config, store, parallelism=2, poll_interval=0.02) as scheduler,
+    ):
+        scheduler.run(until_idle=True)
 
 
 WHOAMI = """

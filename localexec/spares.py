@@ -1,0 +1,267 @@
+"""Warm starts: a task process started ahead of its attempt, waiting to be handed one.
+
+Most of a no-op python task's start is the interpreter's own (about 7 ms here, most of a
+bare ``python -c pass``). A *spare* pays it before the attempt exists: the supervisor forks,
+the child does everything the cold path does that does not depend on the attempt (a new
+session, stdio on /dev/null, default signals, the privilege drop of :mod:`privdrop`, umask
+077, every fd closed but its control socket, the resource limits) and execs the env's
+python on the bootstrap, which imports what it needs and blocks on the socket.
+
+When an attempt of the same (interpreter, bootstrap, user, limits) is launched, the
+supervisor gives the work dir to the user, creates the log as for a cold start, and sends the
+spare, with ``SCM_RIGHTS``, the log, the context (an anonymous memory file, as for a cold
+start, plus the work dir and the task's environment) and the write end of the result pipe.
+The bootstrap points stdout and stderr at the log, moves into the work dir, replaces its
+whole environment, and runs the attempt like a cold-started one. A spare serves one attempt
+and exits: nothing of one attempt is left for the next, and every process is the
+supervisor's own child, so waiting, time-outs and recovery are the cold path's.
+
+Not warm-started (the cold path is used): attempts with a templated field (templates are
+rendered in the forked child, with Jinja, which the env does not have), attempts whose own
+environment sets what the interpreter reads at start (``PYTHON*``, ``LC_*``, ``LANG``,
+``LD_*``, ``TZ``), command tasks (their cold start execs no interpreter), and any attempt
+when no spare of its kind is ready. A spare that died while idle (a tenant's task may kill
+its own user's processes) is noticed at hand-over and the cold path is taken.
+
+The pool keeps at most one idle spare per kind recently launched, ``capacity`` in all, and
+stops the spares of a kind unused for ``idle_seconds``. Spares die with the supervisor: the
+death signal of the privilege drop, and the end of their control socket otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import psutil
+
+from isolate.model import Limits
+from localexec.attempt import Attempt, Running
+from localexec.bootstrap import SPARE_FD_VAR
+from localexec.child import (
+    EXIT_SETUP_FAILED,
+    above_stdio,
+    base_environment,
+    close_fds_except,
+    context_document,
+    context_memfd,
+    reset_signals,
+    task_environment,
+)
+from localexec.limits import apply_limits
+from localexec.logs import create_log, header, process_line, write_all
+from localexec.privdrop import become, give_work_dir, identity_of
+from localexec.templating import has_template
+
+# What the interpreter reads from the environment when it starts: a spare started without
+# the attempt's values would not honour them.
+_STARTUP_PREFIXES = ("PYTHON", "LC_", "LANG", "LD_")
+_STARTUP_NAMES = frozenset({"TZ"})
+_HANDOVER = b"attempt"
+
+
+@dataclass(frozen=True)
+class SpareKind:
+    """What a spare is started with; an attempt can use a spare of exactly its kind."""
+
+    python: Path
+    bootstrap: Path
+    run_as: str | None
+    limits: Limits
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> SpareKind:
+        return cls(attempt.python, attempt.bootstrap, attempt.run_as, attempt.limits)
+
+
+@dataclass
+class Spare:
+    """An idle task process of ``kind``; ``control`` is the supervisor's end of its socket."""
+
+    kind: SpareKind
+    pid: int
+    start_time: float
+    control: socket.socket = field(repr=False)
+    born: float = 0.0
+
+    def alive(self) -> bool:
+        """Whether it still waits (reaps it if it has exited)."""
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return pid == 0
+
+    def stop(self) -> None:
+        """End it and reap it: its socket closes, its group gets SIGKILL."""
+        self.control.close()
+        for send, target in ((os.killpg, self.pid), (os.kill, self.pid)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                send(target, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def warm_start_possible(attempt: Attempt) -> bool:
+    """Whether ``attempt`` may run in a spare (see the module docstring for why not)."""
+    if attempt.kind not in ("python", "callback"):
+        return False
+    if any(name.startswith(_STARTUP_PREFIXES) or name in _STARTUP_NAMES for name in attempt.env):
+        return False
+    fields = (list(attempt.args), dict(attempt.kwargs), dict(attempt.env))
+    return not any(has_template(value) for value in fields)
+
+
+def spawn(kind: SpareKind) -> Spare:
+    """Start a spare of ``kind``; it is ready once its interpreter has started."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pid = os.fork()
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    if pid == 0:
+        try:
+            ours.close()
+            _spare_main(kind, theirs.detach())
+        finally:
+            os._exit(EXIT_SETUP_FAILED)
+    theirs.close()
+    try:
+        start_time = psutil.Process(pid).create_time()
+    except psutil.Error:
+        start_time = 0.0
+    return Spare(kind, pid, start_time, ours, born=time.monotonic())
+
+
+def _spare_main(kind: SpareKind, control: int) -> NoReturn:
+    """The forked child: the cold path's set-up, minus the attempt, then exec the bootstrap."""
+    try:
+        os.setsid()
+        control = above_stdio(control)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        if devnull > 2:
+            os.close(devnull)
+        reset_signals()
+        user = become(kind.run_as)
+        os.umask(0o077)
+        os.chdir("/")
+        env = base_environment(kind.python, user=user)
+        env[SPARE_FD_VAR] = str(control)
+        os.set_inheritable(control, True)
+        close_fds_except({control})
+        apply_limits(kind.limits)
+        argv = [str(kind.python), "-I", str(kind.bootstrap)]
+        os.execve(argv[0], argv, env)  # noqa: S606 - an argv list, no shell
+    finally:
+        os._exit(EXIT_SETUP_FAILED)
+
+
+def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Running | None:
+    """Hand ``attempt`` to ``spare``; None if the spare is gone (the caller starts cold).
+
+    Nothing is left behind on None: the log file made for the attempt is removed again.
+    """
+    if not spare.alive():
+        spare.stop()
+        return None
+    started_at = dt.datetime.now(dt.UTC)
+    give_work_dir(attempt.work_dir, attempt.run_as)
+    user = identity_of(attempt.run_as)
+    document = context_document(attempt, args=list(attempt.args), kwargs=dict(attempt.kwargs))
+    document["spare"] = {
+        "work_dir": str(attempt.work_dir),
+        "env": task_environment(attempt, attempt.env, user=user),
+        "banner": process_line(spare.pid, user, warm=True).decode(),
+    }
+    log_fd = create_log(attempt.log_path, reader_gid=reader_gid)
+    sent = False
+    ctx_fd = result_r = result_w = error_r = -1
+    try:
+        write_all(log_fd, header(attempt, started_at))
+        ctx_fd = context_memfd(document)
+        result_r, result_w = os.pipe()
+        error_r, error_w = os.pipe()  # nothing runs before the bootstrap: stays empty
+        os.close(error_w)
+        began = time.monotonic()
+        try:
+            socket.send_fds(spare.control, [_HANDOVER], [log_fd, ctx_fd, result_w])
+            sent = True
+        except OSError:
+            return None
+    finally:
+        for fd in (ctx_fd, result_w):
+            if fd >= 0:
+                os.close(fd)
+        spare.control.close()
+        if not sent:
+            for fd in (result_r, error_r, log_fd):
+                if fd >= 0:
+                    os.close(fd)
+            with contextlib.suppress(OSError):
+                attempt.log_path.unlink()
+            spare.stop()
+    for fd in (result_r, error_r):
+        os.set_blocking(fd, False)
+    return Running(
+        attempt=attempt,
+        pid=spare.pid,
+        pgid=spare.pid,
+        start_time=spare.start_time,
+        started_at=started_at,
+        _monotonic=began,
+        _log_fd=log_fd,
+        _result_fd=result_r,
+        _error_fd=error_r,
+    )
+
+
+class SparePool:
+    """Idle spares by kind: at most one per kind launched in the last ``idle_seconds``."""
+
+    def __init__(self, capacity: int, *, idle_seconds: float = 60.0) -> None:
+        self.capacity = capacity
+        self.idle_seconds = idle_seconds
+        self._idle: dict[SpareKind, Spare] = {}
+        self._wanted: dict[SpareKind, float] = {}
+
+    def take(self, kind: SpareKind) -> Spare | None:
+        """The idle spare of ``kind``, if any; ``kind`` is wanted again from now on."""
+        self._wanted[kind] = time.monotonic()
+        return self._idle.pop(kind, None)
+
+    def replenish(self) -> None:
+        """Stop the spares nobody wanted lately (and dead ones), start the missing ones."""
+        now = time.monotonic()
+        for kind, last in list(self._wanted.items()):
+            if now - last > self.idle_seconds:
+                del self._wanted[kind]
+        for kind, spare in list(self._idle.items()):
+            if kind not in self._wanted or not spare.alive():
+                del self._idle[kind]
+                spare.stop()
+        recent = sorted(self._wanted, key=self._wanted.__getitem__, reverse=True)
+        for kind in recent[: self.capacity]:
+            if kind not in self._idle:
+                self._idle[kind] = spawn(kind)
+
+    @property
+    def idle(self) -> list[Spare]:
+        return list(self._idle.values())
+
+    def close(self) -> None:
+        """Stop every idle spare."""
+        while self._idle:
+            _, spare = self._idle.popitem()
+            spare.stop()
+        self._wanted.clear()
