@@ -322,7 +322,9 @@ def json_dumps(value: Any) -> str:
 
 
 def _fd_from_env(name: str) -> int | None:
-    value = os.environ.get(name)
+    """The fd named by the variable ``name``, which is removed: the task's own code and its
+    subprocesses see no channel of the bootstrap's."""
+    value = os.environ.pop(name, None)
     return int(value) if value else None
 
 
@@ -366,11 +368,10 @@ def main() -> NoReturn:
     ctx_fd: int | None
     try:
         spare_fd = _fd_from_env(SPARE_FD_VAR)
+        xcom_fd = _fd_from_env(XCOM_FD_VAR)
+        ctx_fd = _fd_from_env(CTX_FD_VAR)
         if spare_fd is not None:
             ctx_fd, xcom_fd = await_attempt(spare_fd)
-        else:
-            xcom_fd = _fd_from_env(XCOM_FD_VAR)
-            ctx_fd = _fd_from_env(CTX_FD_VAR)
         if ctx_fd is None:
             raise BootstrapError(f"{CTX_FD_VAR} is not set: run this script from the supervisor")
         context = read_context(ctx_fd)

@@ -246,12 +246,13 @@ class SparePool:
         for kind, last in list(self._wanted.items()):
             if now - last > self.idle_seconds:
                 del self._wanted[kind]
+        recent = sorted(self._wanted, key=self._wanted.__getitem__, reverse=True)
+        keep = recent[: self.capacity]
         for kind, spare in list(self._idle.items()):
-            if kind not in self._wanted or not spare.alive():
+            if kind not in keep or not spare.alive():
                 del self._idle[kind]
                 spare.stop()
-        recent = sorted(self._wanted, key=self._wanted.__getitem__, reverse=True)
-        for kind in recent[: self.capacity]:
+        for kind in keep:
             if kind not in self._idle:
                 self._idle[kind] = spawn(kind)
 

@@ -6,6 +6,7 @@ import grp
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from envcache.cache import EnvCache
@@ -21,7 +23,8 @@ from envcache.interpreter import Interpreter
 from envcache.lockfile import parse_requirements
 from localexec.attempt import Attempt, make_context
 from localexec.runtime import RuntimeFiles, install_runtime
-from localexec.supervisor import run
+from localexec.spares import SpareKind, spawn, start_warm
+from localexec.supervisor import reader_gid, run, wait
 from tests.conftest import PYTHON
 from tests.localexec_support import LOGICAL_DATE
 from tests.osusers import os_users
@@ -136,6 +139,61 @@ def test_the_task_runs_as_the_user_and_cannot_regain_root(
     assert seen["cwd_owner"] == uid and seen["home"] == str(base / "work-probe")
     assert seen["umask"] == "0o77"
     assert f"user: {USER} (uid {uid}, gid {gid})" in (base / "probe.log").read_text()
+
+
+def test_a_warm_start_runs_as_the_user_too(
+    task_user: pwd.struct_passwd, base: Path, env_python: Path, runtime: RuntimeFiles
+) -> None:
+    secret = base / "warm-secret"
+    secret.write_text("database password")
+    os.chmod(secret, 0o600)
+    made = attempt(base, env_python, runtime, "warm", kwargs={"secret": str(secret)})
+    spare = spawn(SpareKind.of(made))
+    # The spare dropped its privileges before the attempt existed.
+    deadline = time.monotonic() + 10
+    while psutil.Process(spare.pid).uids().real != task_user.pw_uid:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    running = start_warm(made, spare, reader_gid=reader_gid(made))
+    assert running is not None
+    outcome = wait(running)
+    assert outcome.ok, (outcome.message, made.log_path.read_text())
+    seen = outcome.xcom
+    uid, gid = task_user.pw_uid, task_user.pw_gid
+    assert seen["resuid"] == [uid, uid, uid] and seen["resgid"] == [gid, gid, gid]
+    assert seen["groups"] == sorted({gid, grp.getgrnam(EXTRA_GROUP).gr_gid})
+    assert seen["regained"] is False and seen["read_secret"] is False
+    assert seen["no_new_privs"] == "1" and seen["umask"] == "0o77"
+    assert seen["cwd_owner"] == uid and seen["home"] == str(base / "work-warm")
+    log = made.log_path.read_text()
+    assert f"user: {USER} (uid {uid}, gid {gid})  start: warm" in log
+    info = made.log_path.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, gid, 0o640)
+
+
+def test_an_idle_spare_dies_with_its_supervisor(
+    task_user: pwd.struct_passwd, base: Path, env_python: Path, runtime: RuntimeFiles
+) -> None:
+    kind = SpareKind.of(attempt(base, env_python, runtime, "idle"))
+    code = textwrap.dedent(
+        f"""
+        import os, pickle, time
+        from localexec.spares import spawn
+        spare = spawn(pickle.loads(bytes.fromhex({__import__("pickle").dumps(kind).hex()!r})))
+        time.sleep(0.5)  # its privileges dropped, its death signal armed
+        print(spare.pid, flush=True)
+        os._exit(0)
+        """
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True
+    )
+    pid = int(out.stdout.strip())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    assert not _alive(pid)
 
 
 def test_root_is_never_a_run_as_user(base: Path, env_python: Path, runtime: RuntimeFiles) -> None:

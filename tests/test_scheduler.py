@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from isolate.config import load_config
 from isolate.home import open_store
@@ -376,3 +377,38 @@ def test_logs_shown_on_a_terminal_cannot_send_control_sequences(
     finally:
         os.close(primary)
     assert "ok?]0;pwned??[2Jdone" in shown and "\x1b" not in shown
+
+
+CHAIN = """
+    import os
+    from isolate import DAG, task
+
+    @task
+    def step(previous=None):
+        return (previous or []) + [os.getpid()]
+
+    with DAG("chain"):
+        step(step(step()))
+"""
+
+
+@pytest.mark.parametrize("warm_starts", [True, False])
+def test_tasks_after_the_first_start_warm_unless_turned_off(
+    cli, home: Path, make_folder, monkeypatch, warm_starts: bool
+) -> None:
+    monkeypatch.setenv("ISOLATE_WARM_STARTS", str(warm_starts).lower())
+    cli("push", str(make_folder({"dag.py": CHAIN})))
+    run_id = json.loads(cli("trigger", "chain", "--json").stdout)["run_id"]
+    run_scheduler(home)
+    tasks = {t["task_id"]: t for t in show(cli, run_id)["tasks"]}
+    assert [tasks[t]["state"] for t in ("step", "step__1", "step__2")] == ["success"] * 3
+    pids = tasks["step__2"]["xcom"]
+    assert len(set(pids)) == 3  # one process per attempt, warm or not
+    starts = [
+        "start: warm" in cli("tasks", "logs", run_id, task).stdout
+        for task in ("step", "step__1", "step__2")
+    ]
+    assert starts == ([False, True, True] if warm_starts else [False, False, False])
+    # Nothing is left running once the scheduler is done: its idle spare was stopped.
+    me = psutil.Process()
+    assert [p for p in me.children(recursive=True) if p.status() != "zombie"] == []
