@@ -9,7 +9,7 @@
 3. decisions: planning one 10,000-task run (a chain of fan-outs), and 1,000 runs of 10 tasks,
    with the pure planner (no store, no processes).
 
-    .venv/bin/python bench/bench_scheduler.py [--tasks 500] [--repeat 5]
+    .venv/bin/python bench/bench_scheduler.py [--tasks 500] [--repeat 15]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
+from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,25 +78,24 @@ class Stamps:
         return self.at[task_id, TaskState.SUCCESS] - self.at[task_id, TaskState.QUEUED]
 
 
-def run_once(scheduler: Scheduler, dag_id: str, stamps: Stamps | None = None) -> float:
-    """Seconds from queuing a run to the scheduler idle again, with a warm scheduler; or, with
-    ``stamps``, from its task queued to its success recorded."""
+def run_once(
+    scheduler: Scheduler, dag_id: str, stamps: Stamps, task_id: str | None = "t"
+) -> tuple[float, float]:
+    """Seconds from queuing a run to the scheduler idle again, and from ``task_id`` queued to
+    its success recorded, with a warm scheduler."""
     store = scheduler.store
     run = trigger(store, dag_id, actor="bench")
     started = time.perf_counter()
     scheduler.run(until_idle=True)
     elapsed = time.perf_counter() - started
     assert all(ti.state is TaskState.SUCCESS for ti in store.tasks.list(dag_id, run.run_id))
-    return stamps.queued_to_success("t") if stamps is not None else elapsed
+    return elapsed, stamps.queued_to_success(task_id) if task_id else 0.0
 
 
-def bare_start(python: str, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        subprocess.run([python, "-I", "-c", "pass"], check=True)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+def bare_start(python: str) -> float:
+    began = time.perf_counter()
+    subprocess.run([python, "-I", "-c", "pass"], check=True)
+    return time.perf_counter() - began
 
 
 def decisions(tasks: int, runs: int) -> float:
@@ -132,7 +132,7 @@ def decisions(tasks: int, runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=500)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
         root = Path(tmp)
@@ -166,30 +166,37 @@ def main() -> None:
             'from isolate import DAG, CommandTask\nwith DAG("many"):\n' + many + "\n",
         )
         config = load_config(home)
+        cold_config = dataclasses.replace(
+            config, settings=dataclasses.replace(config.settings, warm_starts=False)
+        )
+        samples: dict[str, list[float]] = defaultdict(list)
         with open_store(config) as store:
-            with Scheduler(config, store, parallelism=1, poll_interval=0.005) as one:
-                run_once(one, "noop_py")  # warm: env built, bundle extracted, runtime installed
+            stamps = Stamps(store)
+            with (
+                Scheduler(config, store, parallelism=1, poll_interval=0.005) as one,
+                Scheduler(cold_config, store, parallelism=1, poll_interval=0.005) as cold,
+            ):
+                # Warm-up: env built, bundle extracted, runtime installed, a spare started.
+                for scheduler, dag_id in ((one, "noop_py"), (one, "noop_cmd"), (cold, "noop_py")):
+                    run_once(scheduler, dag_id, stamps)
                 python = str(next((home / "envcache" / "envs").iterdir()) / "bin" / "python")
-                bare = bare_start(python, args.repeat)
-                py = statistics.median(run_once(one, "noop_py") for _ in range(args.repeat))
-                cmd = statistics.median(run_once(one, "noop_cmd") for _ in range(args.repeat))
-                stamps = Stamps(store)
-                py_task = statistics.median(
-                    run_once(one, "noop_py", stamps) for _ in range(args.repeat)
-                )
-                cmd_task = statistics.median(
-                    run_once(one, "noop_cmd", stamps) for _ in range(args.repeat)
-                )
-            cold_config = dataclasses.replace(
-                config, settings=dataclasses.replace(config.settings, warm_starts=False)
-            )
-            with Scheduler(cold_config, store, parallelism=1, poll_interval=0.005) as cold:
-                stamps = Stamps(store)
-                py_cold = statistics.median(
-                    run_once(cold, "noop_py", stamps) for _ in range(args.repeat)
-                )
+                # Interleaved, so that a slower moment of the machine weighs on every figure.
+                for _ in range(args.repeat):
+                    samples["bare"].append(bare_start(python))
+                    for name, scheduler, dag_id in (
+                        ("py", one, "noop_py"),
+                        ("cmd", one, "noop_cmd"),
+                        ("py_cold", cold, "noop_py"),
+                    ):
+                        run_s, task_s = run_once(scheduler, dag_id, stamps)
+                        samples[f"{name}_run"].append(run_s)
+                        samples[name].append(task_s)
             with Scheduler(config, store, parallelism=2, poll_interval=0.005) as two:
-                many_s = run_once(two, "many")
+                many_s, _ = run_once(two, "many", stamps, task_id=None)
+        bare, py_task, py_cold, cmd_task, py, cmd = (
+            statistics.median(samples[name])
+            for name in ("bare", "py", "py_cold", "cmd", "py_run", "cmd_run")
+        )
     print(f"median of {args.repeat}; env python {python}")
     print(f"{'bare `python -I -c pass`':<32} {bare * 1e3:8.1f} ms   1.0x")
     rows = [

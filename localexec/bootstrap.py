@@ -328,27 +328,43 @@ def _fd_from_env(name: str) -> int | None:
     return int(value) if value else None
 
 
-def await_attempt(control_fd: int) -> tuple[int, int]:
+def await_attempt(control_fd: int) -> tuple[int, int, int]:
     """A spare's wait: block until the supervisor hands over an attempt; then stdout and
-    stderr go to its log. Returns (context fd, result fd). Exits quietly when the supervisor
-    stops the spare (the socket ends) instead."""
+    stderr go to its log. Returns (context fd, result fd, error fd). Exits quietly when the
+    supervisor stops the spare (the socket ends) instead."""
     import datetime  # noqa: F401 - paid now, while nothing waits: tasks asking for dates
     import socket
 
     control = socket.socket(fileno=control_fd)
     try:
-        message, fds, _flags, _address = socket.recv_fds(control, 64, 3)
+        message, fds, _flags, _address = socket.recv_fds(control, 64, 4)
     finally:
         control.close()
-    if message != _HANDOVER or len(fds) != 3:
+    if message != _HANDOVER or len(fds) != 4:
         for fd in fds:
             os.close(fd)
         os._exit(0)
-    log_fd, ctx_fd, xcom_fd = fds
+    log_fd, ctx_fd, xcom_fd, error_fd = fds
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
-    return ctx_fd, xcom_fd
+    os.set_inheritable(error_fd, False)  # an exec that works closes it, with nothing said
+    return ctx_fd, xcom_fd, error_fd
+
+
+def exec_command(command: Any, xcom_fd: int, error_fd: int) -> NoReturn:
+    """A warm-started command task: become the command (an argv list, or a string for
+    ``/bin/sh -c``), found on the task's ``PATH``. A command that cannot be started is
+    reported on the error pipe, as the cold path's child does, and exits 127."""
+    os.close(xcom_fd)
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(a) for a in command]
+    try:
+        os.execvpe(argv[0], argv, os.environ)  # noqa: S606 - the task's own command
+    except OSError as exc:
+        message = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
+        send(2, f"isolate: could not start the task: {message}\n".encode())
+        send(error_fd, message.encode()[:4096])
+    os._exit(127)
 
 
 def take_over(setup: Mapping[str, Any]) -> None:
@@ -370,16 +386,20 @@ def main() -> NoReturn:
         spare_fd = _fd_from_env(SPARE_FD_VAR)
         xcom_fd = _fd_from_env(XCOM_FD_VAR)
         ctx_fd = _fd_from_env(CTX_FD_VAR)
+        error_fd = None
         if spare_fd is not None:
-            ctx_fd, xcom_fd = await_attempt(spare_fd)
+            ctx_fd, xcom_fd, error_fd = await_attempt(spare_fd)
         if ctx_fd is None:
             raise BootstrapError(f"{CTX_FD_VAR} is not set: run this script from the supervisor")
         context = read_context(ctx_fd)
-        if spare_fd is not None:
+        if spare_fd is not None and error_fd is not None and xcom_fd is not None:
             setup = context.pop("spare", None)
             if not isinstance(setup, dict):
                 raise BootstrapError("a warm start's context has no set-up")
             take_over(setup)
+            if context.get("mode") == "command":
+                exec_command(context.get("command"), xcom_fd, error_fd)
+            os.close(error_fd)
     except (BootstrapError, ValueError, OSError, KeyError, TypeError) as exc:
         print(f"isolate bootstrap: {exc}", file=sys.stderr)
         _report(xcom_fd, f"isolate bootstrap: {exc}")

@@ -68,18 +68,23 @@ _RESET_SIGNALS = (
 )
 
 
-def child_main(attempt: Attempt, log_fd: int, result_fd: int | None, error_fd: int) -> NoReturn:
-    """Set up the task process and exec it. Never returns into the supervisor's code."""
+def child_main(
+    attempt: Attempt, log_fd: int, result_fd: int | None, error_fd: int, *, supervisor: int
+) -> NoReturn:
+    """Set up the task process and exec it. Never returns into the supervisor's code.
+    ``supervisor`` is the forking process's pid, read before the fork."""
     try:
         try:
-            _setup_and_exec(attempt, log_fd, result_fd, error_fd)
+            _setup_and_exec(attempt, log_fd, result_fd, error_fd, supervisor)
         except BaseException as exc:
             _report(error_fd, exc)
     finally:
         os._exit(EXIT_SETUP_FAILED)
 
 
-def _setup_and_exec(attempt: Attempt, log_fd: int, result_fd: int | None, error_fd: int) -> None:
+def _setup_and_exec(
+    attempt: Attempt, log_fd: int, result_fd: int | None, error_fd: int, supervisor: int
+) -> None:
     os.setsid()
     # Keep our fds clear of 0-2 before stdio is rewired (a daemonized supervisor may have
     # closed its own stdio, so pipe() can hand out 0, 1 or 2).
@@ -93,7 +98,7 @@ def _setup_and_exec(attempt: Attempt, log_fd: int, result_fd: int | None, error_
         os.close(devnull)
     reset_signals()
 
-    user = drop_privileges(attempt)
+    user = drop_privileges(attempt, supervisor=supervisor)
     os.umask(0o077)
     os.chdir(attempt.work_dir)
     write_all(2, process_line(os.getpid(), user))

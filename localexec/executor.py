@@ -65,9 +65,10 @@ class Executor(Generic[K]):
         return supervisor.start(attempt)
 
     def replenish(self) -> None:
-        """Start the spares the next launches will want (call when the launches are done)."""
+        """Start the spares the next launches will want (call when the launches are done),
+        while a slot is free."""
         if self.spares is not None:
-            self.spares.replenish()
+            self.spares.replenish(start=self.free_slots > 0)
 
     def close(self) -> None:
         """Stop the idle spares (running attempts are not touched)."""

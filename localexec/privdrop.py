@@ -42,15 +42,20 @@ class PrivilegeDropError(IsolateError):
     """The task process cannot become the user it must run as."""
 
 
-def drop_privileges(attempt: Attempt) -> str:
+def drop_privileges(attempt: Attempt, *, supervisor: int) -> str:
     """Become ``attempt.run_as`` (None: stay who we are), giving it the attempt's work dir
     first. Returns who we are now."""
-    return become(attempt.run_as, work_dir=attempt.work_dir)
+    return become(attempt.run_as, supervisor=supervisor, work_dir=attempt.work_dir)
 
 
-def become(run_as: str | None, *, work_dir: Path | None = None) -> str:
+def become(run_as: str | None, *, supervisor: int, work_dir: Path | None = None) -> str:
     """Become ``run_as`` for good (None: stay who we are); ``work_dir`` (fresh, root's) is
-    given to the user first. Returns who we are now."""
+    given to the user first. Returns who we are now.
+
+    ``supervisor`` is the pid of the process that forked this one, taken before the fork: if
+    it is not our parent any more once the death signal is armed, it died while we were
+    starting, and we must not outlive it (a pid read after the fork could already be init's).
+    """
     if run_as is None:
         return describe_identity()
     entry = _user(run_as)
@@ -63,7 +68,6 @@ def become(run_as: str | None, *, work_dir: Path | None = None) -> str:
             f"cannot run as {run_as!r}: the scheduler runs as "
             f"{user_name(os.geteuid())!r}, and only root can switch users"
         )
-    parent = os.getppid()
     uid, gid = entry.pw_uid, entry.pw_gid
     groups = sorted(set(os.getgrouplist(entry.pw_name, gid)))
     if work_dir is not None:
@@ -74,7 +78,7 @@ def become(run_as: str | None, *, work_dir: Path | None = None) -> str:
     _verify(uid, gid, groups)
     _prctl(_PR_SET_NO_NEW_PRIVS, 1)
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the supervisor died before the death signal was armed
+    if os.getppid() != supervisor:  # it died before the death signal was armed
         raise PrivilegeDropError("the supervisor exited while the task was starting")
     return describe_identity()
 

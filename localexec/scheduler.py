@@ -65,6 +65,7 @@ class _Started:
 
     try_number: int
     held: ExitStack  # the env's use lock, released when the attempt ends
+    run: RunRecord  # as launched: what settling needs of a run (version, conf, dates) is fixed
 
 
 class Scheduler:
@@ -234,7 +235,7 @@ class Scheduler:
             retry = not isinstance(exc, UnownedDagError)
             self.settle(run, task, try_number, ok=False, message=message, retry=retry)
             return
-        self._started[key] = _Started(try_number, held)
+        self._started[key] = _Started(try_number, held, run)
 
         def on_start(running: Running) -> None:
             self.store.tasks.transition(
@@ -312,7 +313,7 @@ class Scheduler:
             if started is not None:
                 started.held.close()
             dag_id, run_id, task_id = item.key
-            run = self.store.runs.get(dag_id, run_id)
+            run = started.run if started else self.store.runs.get(dag_id, run_id)
             task = self.spec(dag_id, run.version).task(task_id)
             try_number = (
                 started.try_number if started else item.running.attempt.context["try_number"]

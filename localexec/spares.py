@@ -19,13 +19,17 @@ supervisor's own child, so waiting, time-outs and recovery are the cold path's.
 Not warm-started (the cold path is used): attempts with a templated field (templates are
 rendered in the forked child, with Jinja, which the env does not have), attempts whose own
 environment sets what the interpreter reads at start (``PYTHON*``, ``LC_*``, ``LANG``,
-``LD_*``, ``TZ``), command tasks (their cold start execs no interpreter), and any attempt
-when no spare of its kind is ready. A spare that died while idle (a tenant's task may kill
-its own user's processes) is noticed at hand-over and the cold path is taken.
+``LD_*``, ``TZ``), and any attempt when no spare of its kind is ready. A command task's
+spare execs the command once it has taken the attempt over: what it saves is the fork of the
+supervisor. A spare that died while idle (a tenant's task may kill its own user's processes)
+is noticed at hand-over and the cold path is taken.
 
 The pool keeps at most one idle spare per kind recently launched, ``capacity`` in all, and
-stops the spares of a kind unused for ``idle_seconds``. Spares die with the supervisor: the
-death signal of the privilege drop, and the end of their control socket otherwise.
+stops the spares of a kind unused for ``idle_seconds``. Spares are started only while a slot
+is free, and (under a root supervisor) with the ``SCHED_IDLE`` policy until their hand-over:
+a starting interpreter would otherwise take CPU from the attempts running. Spares die with
+the supervisor: the death signal of the privilege drop, and the end of their control socket
+otherwise.
 """
 
 from __future__ import annotations
@@ -111,17 +115,17 @@ class Spare:
 
 def warm_start_possible(attempt: Attempt) -> bool:
     """Whether ``attempt`` may run in a spare (see the module docstring for why not)."""
-    if attempt.kind not in ("python", "callback"):
-        return False
     if any(name.startswith(_STARTUP_PREFIXES) or name in _STARTUP_NAMES for name in attempt.env):
         return False
-    fields = (list(attempt.args), dict(attempt.kwargs), dict(attempt.env))
+    command = attempt.command if isinstance(attempt.command, str) else list(attempt.command or ())
+    fields = (list(attempt.args), dict(attempt.kwargs), dict(attempt.env), command)
     return not any(has_template(value) for value in fields)
 
 
 def spawn(kind: SpareKind) -> Spare:
     """Start a spare of ``kind``; it is ready once its interpreter has started."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    supervisor = os.getpid()
     try:
         pid = os.fork()
     except BaseException:
@@ -131,7 +135,7 @@ def spawn(kind: SpareKind) -> Spare:
     if pid == 0:
         try:
             ours.close()
-            _spare_main(kind, theirs.detach())
+            _spare_main(kind, theirs.detach(), supervisor)
         finally:
             os._exit(EXIT_SETUP_FAILED)
     theirs.close()
@@ -142,10 +146,14 @@ def spawn(kind: SpareKind) -> Spare:
     return Spare(kind, pid, start_time, ours, born=time.monotonic())
 
 
-def _spare_main(kind: SpareKind, control: int) -> NoReturn:
+def _spare_main(kind: SpareKind, control: int, supervisor: int) -> NoReturn:
     """The forked child: the cold path's set-up, minus the attempt, then exec the bootstrap."""
     try:
         os.setsid()
+        if os.geteuid() == 0:
+            # Start up only on CPU time nobody else wants; start_warm restores the normal
+            # policy at hand-over (which only root can always do).
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         control = above_stdio(control)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -153,7 +161,7 @@ def _spare_main(kind: SpareKind, control: int) -> NoReturn:
         if devnull > 2:
             os.close(devnull)
         reset_signals()
-        user = become(kind.run_as)
+        user = become(kind.run_as, supervisor=supervisor)
         os.umask(0o077)
         os.chdir("/")
         env = base_environment(kind.python, user=user)
@@ -175,10 +183,21 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
     if not spare.alive():
         spare.stop()
         return None
+    if os.geteuid() == 0:
+        try:
+            os.sched_setscheduler(spare.pid, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:  # never let an attempt run at idle priority
+            spare.stop()
+            return None
     started_at = dt.datetime.now(dt.UTC)
     give_work_dir(attempt.work_dir, attempt.run_as)
     user = identity_of(attempt.run_as)
     document = context_document(attempt, args=list(attempt.args), kwargs=dict(attempt.kwargs))
+    if attempt.kind == "command":
+        command = attempt.command
+        document.update(
+            mode="command", command=command if isinstance(command, str) else list(command or ())
+        )
     document["spare"] = {
         "work_dir": str(attempt.work_dir),
         "env": task_environment(attempt, attempt.env, user=user),
@@ -186,21 +205,22 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
     }
     log_fd = create_log(attempt.log_path, reader_gid=reader_gid)
     sent = False
-    ctx_fd = result_r = result_w = error_r = -1
+    ctx_fd = result_r = result_w = error_r = error_w = -1
     try:
         write_all(log_fd, header(attempt, started_at))
         ctx_fd = context_memfd(document)
         result_r, result_w = os.pipe()
-        error_r, error_w = os.pipe()  # nothing runs before the bootstrap: stays empty
-        os.close(error_w)
+        # What the cold path's child says before exec: here, only a command that cannot be
+        # started (the spare closes it on a successful exec, or before a python task runs).
+        error_r, error_w = os.pipe()
         began = time.monotonic()
         try:
-            socket.send_fds(spare.control, [_HANDOVER], [log_fd, ctx_fd, result_w])
+            socket.send_fds(spare.control, [_HANDOVER], [log_fd, ctx_fd, result_w, error_w])
             sent = True
         except OSError:
             return None
     finally:
-        for fd in (ctx_fd, result_w):
+        for fd in (ctx_fd, result_w, error_w):
             if fd >= 0:
                 os.close(fd)
         spare.control.close()
@@ -211,8 +231,12 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
             with contextlib.suppress(OSError):
                 attempt.log_path.unlink()
             spare.stop()
+    if not attempt.sends_result:  # a command sends none: its end was closed before exec
+        os.close(result_r)
+        result_r = -1
     for fd in (result_r, error_r):
-        os.set_blocking(fd, False)
+        if fd >= 0:
+            os.set_blocking(fd, False)
     return Running(
         attempt=attempt,
         pid=spare.pid,
@@ -221,7 +245,7 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
         started_at=started_at,
         _monotonic=began,
         _log_fd=log_fd,
-        _result_fd=result_r,
+        _result_fd=result_r if result_r >= 0 else None,
         _error_fd=error_r,
     )
 
@@ -240,8 +264,9 @@ class SparePool:
         self._wanted[kind] = time.monotonic()
         return self._idle.pop(kind, None)
 
-    def replenish(self) -> None:
-        """Stop the spares nobody wanted lately (and dead ones), start the missing ones."""
+    def replenish(self, *, start: bool = True) -> None:
+        """Stop the spares nobody wanted lately (and dead ones); start the missing ones
+        unless ``start`` is False."""
         now = time.monotonic()
         for kind, last in list(self._wanted.items()):
             if now - last > self.idle_seconds:
@@ -253,7 +278,7 @@ class SparePool:
                 del self._idle[kind]
                 spare.stop()
         for kind in keep:
-            if kind not in self._idle:
+            if start and kind not in self._idle:
                 self._idle[kind] = spawn(kind)
 
     @property

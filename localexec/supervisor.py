@@ -56,10 +56,11 @@ def start(attempt: Attempt) -> Running:
         parent_fds.append(error_r)
         child_fds.append(error_w)
         began = time.monotonic()
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
-                child_main(attempt, log_fd, result_w, error_w)
+                child_main(attempt, log_fd, result_w, error_w, supervisor=supervisor)
             finally:
                 os._exit(127)
     except BaseException:

@@ -121,6 +121,9 @@ def test_a_spare_that_died_is_noticed_and_leaves_nothing(make_attempt: MakeAttem
 def test_only_plain_python_attempts_are_warm_started(make_attempt: MakeAttempt) -> None:
     assert warm_start_possible(make_attempt(PROBE, callable="probe:probe"))
     assert warm_start_possible(make_attempt(PROBE, kind="callback", callable="probe:probe"))
+    command = {"kind": "command", "callable": None}
+    assert warm_start_possible(make_attempt(PROBE, command=["true"], **command))
+    assert warm_start_possible(make_attempt(PROBE, command="echo $HOME | wc -c", **command))
     for overrides in (
         {"kwargs": {"when": "{{ ds }}"}},
         {"args": [["x", {"y": "{% if true %}1{% endif %}"}]]},
@@ -128,7 +131,8 @@ def test_only_plain_python_attempts_are_warm_started(make_attempt: MakeAttempt) 
         {"env": {"PYTHONPATH": "/tmp"}},
         {"env": {"LC_ALL": "C"}},
         {"env": {"TZ": "Europe/Paris"}},
-        {"kind": "command", "command": ["true"], "callable": None},
+        {"kind": "command", "command": ["echo", "{{ ds }}"], "callable": None},
+        {"kind": "command", "command": "echo {{ ds }}", "callable": None},
     ):
         fields: dict[str, Any] = {"callable": "probe:probe", **overrides}
         assert not warm_start_possible(make_attempt(PROBE, **fields))
@@ -194,3 +198,23 @@ def _no_spares_left() -> Any:
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == [], f"processes left behind: {left}"
+
+
+def test_a_warm_command_becomes_the_command_in_the_work_dir(make_attempt: MakeAttempt) -> None:
+    script = "echo cwd=$(pwd) home=$HOME ds=$ISOLATE_CTX_DS; ls /proc/self/fd | wc -l; exit 3"
+    attempt = make_attempt(PROBE, kind="command", command=script, callable=None)
+    outcome = warm(attempt)
+    assert outcome.exit_code == 3 and not outcome.ok and outcome.start_error is None
+    log = attempt.log_path.read_text()
+    work = attempt.work_dir
+    assert f"cwd={work} home={work} ds=2024-03-05" in log and "start: warm" in log
+    # stdio, and the fd ls itself opens: nothing of the spare's (socket, context, pipes).
+    assert "\n4\n" in log
+
+
+def test_a_warm_command_that_cannot_start_says_why(make_attempt: MakeAttempt) -> None:
+    attempt = make_attempt(PROBE, kind="command", command=["no-such-command-x"], callable=None)
+    outcome = warm(attempt)
+    assert outcome.exit_code == 127 and not outcome.ok
+    assert outcome.start_error is not None and "no-such-command-x" in outcome.start_error
+    assert "could not start the task" in attempt.log_path.read_text()

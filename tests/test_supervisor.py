@@ -77,7 +77,7 @@ TASKS = {
             umask = os.umask(0)
             return {
                 "fds": sorted(fds),
-                "xcom_fd": int(os.environ["ISOLATE_XCOM_FD"]),
+                "links": {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in fds if fd > 2},
                 "stdin": os.readlink("/proc/self/fd/0"),
                 "umask": umask,
                 "cwd": os.getcwd(),
@@ -101,8 +101,13 @@ TASKS = {
             return "x" * n
 
         def raw_write(n):
-            fd = int(os.environ["ISOLATE_XCOM_FD"])
-            os.write(fd, b"[" * n)
+            # What hostile code does: find the result pipe among its own fds.
+            for name in os.listdir("/proc/self/fd"):
+                try:
+                    if int(name) > 2 and os.readlink(f"/proc/self/fd/{name}").startswith("pipe"):
+                        os.write(int(name), b"[" * n)
+                except FileNotFoundError:
+                    pass  # the fd listdir itself used
             return None
 
         def on_failure(context):
@@ -329,7 +334,9 @@ def test_the_task_process_is_clean(
         facts = run(attempt).xcom
     finally:
         os.close(leaked)
-    assert facts["fds"] == sorted({0, 1, 2, facts["xcom_fd"]})
+    # stdio and the result pipe (kept by the bootstrap, which also took its variable away).
+    assert facts["fds"][:3] == [0, 1, 2] and len(facts["fds"]) == 4
+    assert next(iter(facts["links"].values())).startswith("pipe:")
     assert facts["stdin"] == "/dev/null"
     assert facts["umask"] == 0o077
     assert facts["cwd"] == str(attempt.work_dir)
@@ -337,6 +344,7 @@ def test_the_task_process_is_clean(
     env = facts["env"]
     assert "ISOLATE_DATABASE_URL" not in env and "SECRET" not in env
     assert "PYTHONPATH" not in env
+    assert not {"ISOLATE_XCOM_FD", "ISOLATE_CTX_FD", "ISOLATE_SPARE_FD"} & set(env)
     assert env["MINE"] == "2024-03-05"
     assert env["HOME"] == str(attempt.work_dir)
     assert env["PATH"].split(":")[0] == str(attempt.python.parent)
