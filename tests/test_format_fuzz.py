@@ -478,7 +478,10 @@ def test_mutated_generated_documents(doc: dict[str, Any], data: st.DataObject) -
         if isinstance(parent, dict) and data.draw(st.booleans()):
             parent.pop(path[-1], None)
         elif isinstance(parent, dict | list):
-            if isinstance(parent, list) and path[-1] >= len(parent):
+            # An earlier mutation may have turned a dict on the path into a list.
+            if isinstance(parent, list) and (
+                not isinstance(path[-1], int) or path[-1] >= len(parent)
+            ):
                 continue
             parent[path[-1]] = data.draw(values)
     check(dumps(doc))
