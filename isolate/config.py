@@ -54,6 +54,9 @@ class Settings:
     # Start each kind of python task's next process ahead of need, so a launch skips the
     # interpreter's start (localexec/spares.py); at most one idle process per kind.
     warm_starts: bool = True
+    # A cgroup per attempt where the host has cgroup v2 with cgroup.kill and the scheduler
+    # runs as root (localexec/cgroups.py): caps and kills every process of an attempt.
+    cgroups: bool = True
 
 
 _SIZE_KEYS = {"max_spec_bytes", "max_bundle_bytes"}
@@ -64,6 +67,7 @@ _BOOL_KEYS = {
     "build_on_push",
     "allow_root_tasks",
     "warm_starts",
+    "cgroups",
 }
 _LIST_KEYS = {"find_links"}
 _INT_KEYS = {"gc_keep_versions", "tenant_min_uid"}

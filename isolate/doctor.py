@@ -17,6 +17,7 @@ from pathlib import Path
 from envcache.errors import EnvCacheError
 from envcache.interpreter import Interpreter
 from isolate.config import Config
+from isolate.hostcaps import probe
 from isolate.tenancy import tenants_path, validate_file
 
 
@@ -119,15 +120,18 @@ def _interpreter(config: Config) -> Finding:
 
 
 def _hardening() -> list[Finding]:
-    """Optional isolation the host offers (not used by isolate yet)."""
-    cgroup2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    """Optional isolation the host offers: cgroups per attempt (used when available);
+    Landlock and bubblewrap (detected, not used yet)."""
+    usable, cgroups = probe()
     try:
         lsm = Path("/sys/kernel/security/lsm").read_text()
     except OSError:
         lsm = ""
     return [
         Finding(
-            "cgroup v2", "ok" if cgroup2 else "warn", "available" if cgroup2 else "not mounted"
+            "cgroup v2",
+            "ok" if usable else "warn",
+            f"a cgroup per attempt: {cgroups}" if usable else f"not used: {cgroups}",
         ),
         Finding(
             "landlock",

@@ -11,7 +11,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isolate.model import DagSpec, Limits, TaskSpec
 
@@ -47,6 +47,10 @@ def make_context(
         "params": dict(params or {}),
         "conf": dict(conf or {}),
     }
+
+
+if TYPE_CHECKING:
+    from localexec.cgroups import AttemptCgroup
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,8 @@ class Running:
     _log_fd: int = field(repr=False, default=-1)
     _result_fd: int | None = field(repr=False, default=None)
     _error_fd: int = field(repr=False, default=-1)
+    # The attempt's cgroup (cgroups.py), if the node has them: emptied and removed by wait().
+    _cgroup: AttemptCgroup | None = field(repr=False, default=None)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 from isolate.errors import IsolateError
 from localexec.attempt import Attempt
 from localexec.bootstrap import CTX_FD_VAR, XCOM_FD_VAR
+from localexec.cgroups import AttemptCgroup
 from localexec.limits import apply_limits
 from localexec.logs import process_line, write_all
 from localexec.privdrop import drop_privileges
@@ -69,12 +70,21 @@ _RESET_SIGNALS = (
 
 
 def child_main(
-    attempt: Attempt, log_fd: int, result_fd: int | None, error_fd: int, *, supervisor: int
+    attempt: Attempt,
+    log_fd: int,
+    result_fd: int | None,
+    error_fd: int,
+    *,
+    supervisor: int,
+    cgroup: AttemptCgroup | None = None,
 ) -> NoReturn:
     """Set up the task process and exec it. Never returns into the supervisor's code.
-    ``supervisor`` is the forking process's pid, read before the fork."""
+    ``supervisor`` is the forking process's pid, read before the fork; the process joins
+    ``cgroup`` first, while it still may."""
     try:
         try:
+            if cgroup is not None:
+                cgroup.join()
             _setup_and_exec(attempt, log_fd, result_fd, error_fd, supervisor)
         except BaseException as exc:
             _report(error_fd, exc)

@@ -7,6 +7,7 @@ just block in :func:`localexec.supervisor.wait` and hand outcomes back through a
 from __future__ import annotations
 
 import queue
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Generic, TypeVar
 
 from localexec import supervisor
 from localexec.attempt import Attempt, Outcome, Running
+from localexec.cgroups import AttemptCgroup, Hierarchies, release
 from localexec.spares import SpareKind, SparePool, start_warm, warm_start_possible
 
 K = TypeVar("K")
@@ -27,11 +29,18 @@ class Finished(Generic[K]):
 
 
 class Executor(Generic[K]):
-    def __init__(self, parallelism: int, *, spares: SparePool | None = None) -> None:
+    def __init__(
+        self,
+        parallelism: int,
+        *,
+        spares: SparePool | None = None,
+        cgroups: Hierarchies | None = None,
+    ) -> None:
         if parallelism < 1:
             raise ValueError("parallelism must be at least 1")
         self.parallelism = parallelism
         self.spares = spares
+        self.cgroups = cgroups
         self._active: dict[K, Running] = {}
         self._done: queue.Queue[Finished[K]] = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -55,14 +64,33 @@ class Executor(Generic[K]):
         return running
 
     def _start(self, attempt: Attempt) -> Running:
-        """A warm start in a spare when there is one for the attempt, else a cold start."""
-        if self.spares is not None and warm_start_possible(attempt):
-            spare = self.spares.take(SpareKind.of(attempt))
-            if spare is not None:
-                running = start_warm(attempt, spare, reader_gid=supervisor.reader_gid(attempt))
-                if running is not None:
-                    return running
-        return supervisor.start(attempt)
+        """A warm start in a spare when there is one for the attempt, else a cold start; in
+        a cgroup of its own where the node has them."""
+        cgroup = self.cgroup_for(attempt)
+        try:
+            if self.spares is not None and warm_start_possible(attempt):
+                spare = self.spares.take(SpareKind.of(attempt))
+                if spare is not None:
+                    gid = supervisor.reader_gid(attempt)
+                    running = start_warm(attempt, spare, reader_gid=gid, cgroup=cgroup)
+                    if running is not None:
+                        return running
+            return supervisor.start(attempt, cgroup=cgroup)
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+
+    def cgroup_for(self, attempt: Attempt) -> AttemptCgroup | None:
+        """A new cgroup with the attempt's limits, or None without cgroups. Raises OSError:
+        a node that has them never starts an attempt outside one."""
+        if self.cgroups is None:
+            return None
+        return AttemptCgroup.create(self.cgroups, secrets.token_hex(8), attempt.limits)
+
+    def run_now(self, attempt: Attempt) -> Outcome:
+        """Start ``attempt`` cold and wait for it here (callbacks)."""
+        return supervisor.wait(supervisor.start(attempt, cgroup=self.cgroup_for(attempt)))
 
     def replenish(self) -> None:
         """Start the spares the next launches will want (call when the launches are done),
@@ -71,9 +99,12 @@ class Executor(Generic[K]):
             self.spares.replenish(start=self.free_slots > 0)
 
     def close(self) -> None:
-        """Stop the idle spares (running attempts are not touched)."""
+        """Stop the idle spares (running attempts are not touched); let go of the cgroup
+        parents if nothing is left in them."""
         if self.spares is not None:
             self.spares.close()
+        if self.cgroups is not None:
+            release(self.cgroups)
 
     def _wait(self, key: K, running: Running) -> None:
         self._done.put(Finished(key, running, supervisor.wait(running)))

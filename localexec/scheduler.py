@@ -27,7 +27,6 @@ from isolate.push import current_user
 from isolate.states import ACTIVE_RUN_STATES, RunState, TaskState
 from isolate.store import RunRecord, Store, TaskInstanceRecord
 from isolate.triggering import scheduled_run_id
-from localexec import supervisor
 from localexec.attempt import (
     Attempt,
     Outcome,
@@ -36,6 +35,7 @@ from localexec.attempt import (
     make_context,
     task_attempt,
 )
+from localexec.cgroups import detect, sweep
 from localexec.executor import Executor, Finished
 from localexec.logs import create_log, write_all
 from localexec.orphans import kill_if_alive
@@ -85,7 +85,12 @@ class Scheduler:
         self.workspace = Workspace(config)
         self.envs = EnvResolver(config)
         spares = SparePool(parallelism) if config.settings.warm_starts else None
-        self.executor: Executor[TaskKey] = Executor(parallelism, spares=spares)
+        cgroups, self.cgroups_finding = (
+            detect(config.home) if config.settings.cgroups else (None, "turned off")
+        )
+        if cgroups is not None:
+            sweep(cgroups)  # what a killed scheduler left empty
+        self.executor: Executor[TaskKey] = Executor(parallelism, spares=spares, cgroups=cgroups)
         self.tenants = TenantWatch(config, store)
         self._started: dict[TaskKey, _Started] = {}
         self._specs: dict[tuple[str, int], DagSpec] = {}
@@ -413,7 +418,7 @@ class Scheduler:
                 run_as=tenant.run_as if tenant else None,
                 limits=capped(task.limits, tenant.limits) if tenant else task.limits,
             )
-            supervisor.run(attempt)
+            self.executor.run_now(attempt)
         except (IsolateError, EnvCacheError, OSError):
             pass  # a callback never changes the task's outcome; its log says what happened
 

@@ -49,6 +49,7 @@ import psutil
 from isolate.model import Limits
 from localexec.attempt import Attempt, Running
 from localexec.bootstrap import SPARE_FD_VAR
+from localexec.cgroups import AttemptCgroup
 from localexec.child import (
     EXIT_SETUP_FAILED,
     above_stdio,
@@ -175,7 +176,13 @@ def _spare_main(kind: SpareKind, control: int, supervisor: int) -> NoReturn:
         os._exit(EXIT_SETUP_FAILED)
 
 
-def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Running | None:
+def start_warm(
+    attempt: Attempt,
+    spare: Spare,
+    *,
+    reader_gid: int | None,
+    cgroup: AttemptCgroup | None = None,
+) -> Running | None:
     """Hand ``attempt`` to ``spare``; None if the spare is gone (the caller starts cold).
 
     Nothing is left behind on None: the log file made for the attempt is removed again.
@@ -187,6 +194,12 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
         try:
             os.sched_setscheduler(spare.pid, os.SCHED_OTHER, os.sched_param(0))
         except OSError:  # never let an attempt run at idle priority
+            spare.stop()
+            return None
+    if cgroup is not None:
+        try:
+            cgroup.add(spare.pid)  # still one process, waiting: nothing can escape the move
+        except OSError:
             spare.stop()
             return None
     started_at = dt.datetime.now(dt.UTC)
@@ -247,6 +260,7 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
         _log_fd=log_fd,
         _result_fd=result_r if result_r >= 0 else None,
         _error_fd=error_r,
+        _cgroup=cgroup,
     )
 
 

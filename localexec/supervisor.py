@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 from localexec.attempt import Attempt, Outcome, Running, describe
+from localexec.cgroups import AttemptCgroup
 from localexec.child import child_main
 from localexec.logs import create_log, footer, header, write_all
 
@@ -34,7 +35,7 @@ _ERROR_CHARS = 2000
 _POLL_INTERVAL = 0.02
 
 
-def start(attempt: Attempt) -> Running:
+def start(attempt: Attempt, *, cgroup: AttemptCgroup | None = None) -> Running:
     """Create the attempt's log, fork and start the task process; do not wait for it.
 
     Raises ``FileExistsError`` if the log file exists (a try never reuses a log) and
@@ -60,7 +61,7 @@ def start(attempt: Attempt) -> Running:
         pid = os.fork()
         if pid == 0:
             try:
-                child_main(attempt, log_fd, result_w, error_w, supervisor=supervisor)
+                child_main(attempt, log_fd, result_w, error_w, supervisor=supervisor, cgroup=cgroup)
             finally:
                 os._exit(127)
     except BaseException:
@@ -86,6 +87,7 @@ def start(attempt: Attempt) -> Running:
         _log_fd=log_fd,
         _result_fd=result_r,
         _error_fd=error_r,
+        _cgroup=cgroup,
     )
 
 
@@ -111,6 +113,8 @@ def wait(running: Running) -> Outcome:
     status, timed_out, killed = _wait_loop(running, reader, errors)
     ended = time.monotonic()
     signal_group(running, signal.SIGKILL)  # leftovers: daemons, double forks
+    if running._cgroup is not None:
+        running._cgroup.remove()  # and those that left the group (setsid): all of its cgroup
     reader.drain()
     errors.drain()
     reader.close()
