@@ -105,7 +105,15 @@ def _mapping(config: Config) -> Finding:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return Finding("tenants", "fail", problems[0] + more)
-    return Finding("tenants", "ok", f"{path} is valid and only an admin can change it")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o004:
+        return Finding(
+            "tenants",
+            "warn",
+            f"{path} is valid but readable by every user, task users included (mode "
+            f"{mode:04o}): chmod 0600, or 0640 with a group of admins",
+        )
+    return Finding("tenants", "ok", f"{path} is valid; only an admin can read or change it")
 
 
 def _interpreter(config: Config) -> Finding:

@@ -45,3 +45,23 @@ def test_an_interpreter_task_users_cannot_run_fails(cli, home: Path, monkeypatch
     monkeypatch.setenv("ISOLATE_ENV_PYTHON", str(candidates[0]))
     found = findings(cli, expect=1)
     assert found["interpreter"]["status"] == "fail"
+
+
+def test_a_mapping_every_user_can_read_is_a_warning(cli, home: Path, tmp_path, monkeypatch) -> None:
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("a valid mapping names real users, made by root")
+    from tests.osusers import os_users
+
+    with os_users("isodoc-run") as _users:
+        mapping = tmp_path / "tenants.toml"
+        mapping.write_text(
+            '[[tenant]]\nname = "t"\ndags = ["t.*"]\npushers = ["root"]\nrun_as = "isodoc-run"\n'
+        )
+        monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(mapping))
+        os.chmod(mapping, 0o644)
+        found = findings(cli)["tenants"]
+        assert found["status"] == "warn" and "readable by every user" in found["detail"]
+        os.chmod(mapping, 0o600)
+        assert findings(cli)["tenants"]["status"] == "ok"
