@@ -228,3 +228,46 @@ def test_tenants_cannot_read_each_others_bundles_and_callbacks_run_as_the_tenant
     log = node / "home" / "logs" / "other.b" / runs["other.b"] / "snoop" / "1.log"
     info = log.stat()
     assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, second.pw_gid, 0o640)
+
+
+LIBRARY = """
+    import os
+    from isolate import DAG, task
+
+    @task
+    def seen():
+        import tinylib  # in the task's env only: the push imports this file without it
+
+        return {{"version": tinylib.VERSION, "uid": os.getuid()}}
+
+    with DAG("{dag_id}"):
+        seen()
+"""
+
+
+def test_two_tenants_with_conflicting_library_versions_run_as_two_users(
+    node: Path,
+    users: tuple[pwd.struct_passwd, pwd.struct_passwd],
+    wheelhouse,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The issue's done-when: each tenant's DAG pins its own version of one library; each
+    runs as its own OS user in its own env and sees its own version."""
+    first, second = users
+    monkeypatch.setenv("ISOLATE_FIND_LINKS", str(wheelhouse.path))
+    mapping = node / "etc" / "tenants.toml"
+    mapping.write_text(TWO_TENANTS.format(first=FIRST, second=SECOND))
+    os.chmod(mapping, 0o600)
+    runs = {}
+    for dag_id, pin in (("team.old", "tinylib==1.0"), ("other.new", "tinylib==2.0")):
+        folder = write_folder(
+            node / "src" / dag_id, {"dag.py": LIBRARY.format(dag_id=dag_id)}, wheelhouse.lock(pin)
+        )
+        cli("push", str(folder))
+        runs[dag_id] = cli("trigger", dag_id)["run_id"]
+    schedule()
+    shown = {dag_id: cli("runs", "show", run_id)["tasks"][0] for dag_id, run_id in runs.items()}
+    assert shown["team.old"]["xcom"] == {"version": "1.0", "uid": first.pw_uid}
+    assert shown["other.new"]["xcom"] == {"version": "2.0", "uid": second.pw_uid}
+    assert (shown["team.old"]["run_as"], shown["other.new"]["run_as"]) == (FIRST, SECOND)
+    assert shown["team.old"]["env_key"] != shown["other.new"]["env_key"]
