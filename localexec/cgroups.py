@@ -48,6 +48,10 @@ class Hierarchies:
     memory: Path | None = None
     """The parent where memory is capped (v2 ``memory.max`` or v1 ``memory.limit_in_bytes``)."""
 
+    def parents(self) -> list[Path]:
+        """Each parent once (v2 may serve as pids and memory parent too), v1 ones first."""
+        return list(dict.fromkeys(p for p in (self.pids, self.memory, self.unified) if p))
+
     def describe(self) -> str:
         parts = [f"attempts in {self.unified}"]
         parts.append(f"pids.max in {self.pids}" if self.pids else "no pids controller")
@@ -114,7 +118,7 @@ class AttemptCgroup:
     def create(cls, where: Hierarchies, name: str, limits: Limits) -> AttemptCgroup:
         made = cls()
         try:
-            for parent in dict.fromkeys(p for p in (where.unified, where.pids, where.memory) if p):
+            for parent in where.parents():
                 path = parent / name
                 path.mkdir(mode=0o755)
                 made.dirs.append(path)
@@ -180,7 +184,7 @@ class AttemptCgroup:
 def sweep(where: Hierarchies) -> int:
     """Remove the empty attempt cgroups a killed scheduler left; returns how many."""
     removed = 0
-    for parent in dict.fromkeys(p for p in (where.unified, where.pids, where.memory) if p):
+    for parent in where.parents():
         for child in parent.iterdir():
             if child.is_dir():
                 try:
@@ -194,6 +198,6 @@ def sweep(where: Hierarchies) -> int:
 def release(where: Hierarchies) -> None:
     """At the scheduler's end: remove the parents if no attempt cgroup is left in them."""
     sweep(where)
-    for parent in dict.fromkeys(p for p in (where.pids, where.memory, where.unified) if p):
+    for parent in where.parents():
         with contextlib.suppress(OSError):
             parent.rmdir()

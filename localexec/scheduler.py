@@ -85,9 +85,7 @@ class Scheduler:
         self.workspace = Workspace(config)
         self.envs = EnvResolver(config)
         spares = SparePool(parallelism) if config.settings.warm_starts else None
-        cgroups, self.cgroups_finding = (
-            detect(config.home) if config.settings.cgroups else (None, "turned off")
-        )
+        cgroups = detect(config.home)[0] if config.settings.cgroups else None
         if cgroups is not None:
             sweep(cgroups)  # what a killed scheduler left empty
         self.executor: Executor[TaskKey] = Executor(parallelism, spares=spares, cgroups=cgroups)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grp
 import os
+import pickle
 import pwd
 import shutil
 import stat
@@ -175,25 +176,9 @@ def test_an_idle_spare_dies_with_its_supervisor(
     task_user: pwd.struct_passwd, base: Path, env_python: Path, runtime: RuntimeFiles
 ) -> None:
     kind = SpareKind.of(attempt(base, env_python, runtime, "idle"))
-    code = textwrap.dedent(
-        f"""
-        import os, pickle, time
-        from localexec.spares import spawn
-        spare = spawn(pickle.loads(bytes.fromhex({__import__("pickle").dumps(kind).hex()!r})))
-        time.sleep(0.5)  # its privileges dropped, its death signal armed
-        print(spare.pid, flush=True)
-        os._exit(0)
-        """
-    )
-    repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True
-    )
-    pid = int(out.stdout.strip())
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.05)
-    assert not _alive(pid)
+    # Its privileges dropped and its death signal armed before the supervisor exits.
+    started = "from localexec.spares import spawn\nimport time\npid = spawn(given).pid\n"
+    assert_dies_with_its_supervisor(kind, started + "time.sleep(0.5)\n")
 
 
 def test_root_is_never_a_run_as_user(base: Path, env_python: Path, runtime: RuntimeFiles) -> None:
@@ -229,15 +214,18 @@ def test_the_task_dies_with_its_supervisor(
     made = attempt(
         base, env_python, runtime, "orphan", kind="command", command=["sleep", "30"], callable=None
     )
-    code = textwrap.dedent(
-        f"""
-        import os, pickle, sys
-        from localexec.supervisor import start
-        attempt = pickle.loads(bytes.fromhex({__import__("pickle").dumps(made).hex()!r}))
-        running = start(attempt)
-        print(running.pid, flush=True)
-        os._exit(0)
-        """
+    assert_dies_with_its_supervisor(
+        made, "from localexec.supervisor import start\npid = start(given).pid\n"
+    )
+
+
+def assert_dies_with_its_supervisor(given: object, start: str) -> None:
+    """Run ``start`` (which sets ``pid`` from the pickled ``given``) in a supervisor process
+    that then exits at once; the process ``pid`` must not outlive it."""
+    code = (
+        "import os, pickle\n"
+        f"given = pickle.loads(bytes.fromhex({pickle.dumps(given).hex()!r}))\n"
+        f"{start}print(pid, flush=True)\nos._exit(0)\n"
     )
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run(
