@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from isolate.config import load_config
 from isolate.errors import NotFoundError, UsageError
 from isolate.push import current_user
 from isolate.tenancy import load_tenants, tenants_path, user_groups, validate_file
+from localexec.sandbox import describe_wanted, wanted_hardening
 
 
 @click.group()
@@ -24,7 +26,7 @@ def tenants() -> None:
 @home_option
 @json_option
 def list_(home: str | None, as_json: bool) -> None:
-    """List every tenant: its DAG patterns, pushers, run-as user and limits.
+    """List every tenant: its DAG patterns, pushers, run-as user, limits and hardening.
 
     \b
     Example:
@@ -35,9 +37,16 @@ def list_(home: str | None, as_json: bool) -> None:
         print_json([t.to_json() for t in mapping.tenants])
         return
     print_table(
-        ["TENANT", "DAGS", "PUSHERS", "RUN_AS", "LIMITS"],
+        ["TENANT", "DAGS", "PUSHERS", "RUN_AS", "LIMITS", "HARDENING"],
         [
-            [t.name, ",".join(t.dags), ",".join(t.pushers), t.run_as, t.limits.describe()]
+            [
+                t.name,
+                ",".join(t.dags),
+                ",".join(t.pushers),
+                t.run_as,
+                t.limits.describe(),
+                t.hardening.describe(),
+            ]
             for t in mapping.tenants
         ],
     )
@@ -57,7 +66,8 @@ def check(dag_id: str, user: str | None, home: str | None, as_json: bool) -> Non
     Example:
       isolate tenants check analytics.daily --user alice
     """
-    mapping = load_tenants(load_config(home))
+    config = load_config(home)
+    mapping = load_tenants(config)
     tenant = mapping.owner(dag_id)
     if tenant is None:
         raise NotFoundError(
@@ -66,6 +76,7 @@ def check(dag_id: str, user: str | None, home: str | None, as_json: bool) -> Non
         )
     who = user or current_user()
     allowed = mapping.may_push(who, user_groups(who), dag_id)
+    hardening = wanted_hardening(config.settings, tenant)
     if as_json:
         print_json(
             {
@@ -73,6 +84,7 @@ def check(dag_id: str, user: str | None, home: str | None, as_json: bool) -> Non
                 "tenant": tenant.name,
                 "run_as": tenant.run_as,
                 "limits": tenant.limits.to_json(),
+                "hardening": asdict(hardening),
                 "user": who,
                 "may_push": allowed,
             }
@@ -83,9 +95,10 @@ def check(dag_id: str, user: str | None, home: str | None, as_json: bool) -> Non
         ("tenant", tenant.name),
         ("run_as", tenant.run_as),
         ("limits", tenant.limits.describe()),
+        ("hardening", describe_wanted(hardening)),
         ("may push", f"{'yes' if allowed else 'no'} ({who})"),
     ]:
-        click.echo(f"{name + ':':<10}{printable(value)}")
+        click.echo(f"{name + ':':<11}{printable(value)}")
 
 
 @tenants.command()

@@ -54,9 +54,19 @@ class Settings:
     # Start each kind of python task's next process ahead of need, so a launch skips the
     # interpreter's start (localexec/spares.py); at most one idle process per kind.
     warm_starts: bool = True
-    # A cgroup per attempt where the host has cgroup v2 with cgroup.kill and the scheduler
-    # runs as root (localexec/cgroups.py): caps and kills every process of an attempt.
-    cgroups: bool = True
+    # Hardening of task processes (localexec/sandbox.py), each "auto" (used where the host
+    # has it), "required" (no task starts without it) or "off"; true means auto, false off.
+    # A tenant's [tenant.hardening] table overrides them for its tasks.
+    # A cgroup per attempt (cgroup v2 with cgroup.kill, a root scheduler): caps and kills
+    # every process of an attempt.
+    cgroups: str = "auto"
+    # Landlock: the filesystem limited to system paths, the env, bundles and work dirs; no
+    # TCP connect to the database's port; no signals out of the attempt.
+    landlock: str = "auto"
+    # bubblewrap: own pid, ipc, network and mount namespaces; private /tmp.
+    bubblewrap: str = "auto"
+    # Whether a bubblewrapped task keeps the host's network (else only its own loopback).
+    sandbox_network: bool = False
 
 
 _SIZE_KEYS = {"max_spec_bytes", "max_bundle_bytes"}
@@ -67,8 +77,11 @@ _BOOL_KEYS = {
     "build_on_push",
     "allow_root_tasks",
     "warm_starts",
-    "cgroups",
+    "sandbox_network",
 }
+# Hardening modes (localexec/sandbox.py).
+HARDENING_MODES = ("auto", "required", "off")
+_MODE_KEYS = {"cgroups", "landlock", "bubblewrap"}
 _LIST_KEYS = {"find_links"}
 _INT_KEYS = {"gc_keep_versions", "tenant_min_uid"}
 _CHOICES = {"env_builder": ("uv", "virtualenv-pip")}
@@ -172,6 +185,8 @@ def _coerce(key: str, value: Any) -> Any:
         if size <= 0:
             raise UsageError("must be positive")
         return size
+    if key in _MODE_KEYS:
+        return hardening_mode(value)
     if key in _BOOL_KEYS:
         if isinstance(value, bool):
             return value
@@ -205,6 +220,22 @@ def _coerce(key: str, value: Any) -> Any:
     if key in _CHOICES and value not in _CHOICES[key]:
         raise UsageError(f"expected one of {', '.join(_CHOICES[key])}, got {value!r}")
     return value
+
+
+def hardening_mode(value: object) -> str:
+    """A hardening mode from a setting: one of :data:`HARDENING_MODES`, or a boolean
+    (true: auto, false: off)."""
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    if isinstance(value, str):
+        word = value.lower()
+        if word in HARDENING_MODES:
+            return word
+        if word in {"1", "true", "yes", "on"}:
+            return "auto"
+        if word in {"0", "false", "no"}:
+            return "off"
+    raise UsageError(f"expected one of {', '.join(HARDENING_MODES)}, got {value!r}")
 
 
 def is_admin(config: Config) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from isolate.errors import UsageError
 from localexec import supervisor
 from localexec.attempt import Outcome, Placement, make_context, task_attempt
 from localexec.runtime import install_runtime
+from localexec.sandbox import HostSandbox, layers_for, sandbox_for
 from localexec.tenants import TenantWatch, capped
 
 
@@ -72,6 +73,17 @@ def run_task(config: Config, path: Path, task_id: str, *, dag_id: str | None = N
             try_number=1,
             params=spec.params,
         )
+        # Confined as a scheduled attempt of the tenant would be (cgroups aside: those are the
+        # scheduler's), so a test shows what the sandbox allows.
+        host = HostSandbox.detect(cgroups=False, cgroups_finding="not used by `isolate test`")
+        sandbox = sandbox_for(
+            config,
+            tenant,
+            host,
+            python=env.env.python,
+            shared=(root / "runtime", root / "bundle"),
+            work_root=root / "work",
+        )
         attempt = task_attempt(
             spec,
             task,
@@ -80,7 +92,8 @@ def run_task(config: Config, path: Path, task_id: str, *, dag_id: str | None = N
             xcoms={},
             run_as=tenant.run_as if tenant else None,
             limits=capped(task.limits, tenant.limits) if tenant else None,
+            sandbox=replace(sandbox, cgroup=False),
         )
-        outcome = supervisor.run(attempt)
+        outcome = supervisor.run(attempt, layers=layers_for(attempt.sandbox))
         log = log_path.read_text(encoding="utf-8", errors="replace")
     return AdhocResult(dag_id=spec.dag_id, outcome=outcome, log=log)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from isolate.model import DagSpec, Limits, TaskSpec
+from localexec.sandbox import Sandbox
 
 KINDS = ("python", "command", "callback")
 DEFAULT_XCOM_MAX_BYTES = 1 << 20
@@ -86,6 +87,7 @@ class Attempt:
     env_key: str | None = None
     xcom_max_bytes: int = DEFAULT_XCOM_MAX_BYTES
     kill_grace: float = DEFAULT_KILL_GRACE
+    sandbox: Sandbox = field(default_factory=Sandbox)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -207,6 +209,7 @@ def task_attempt(
     version: int | None = None,
     run_as: str | None = None,
     limits: Limits | None = None,
+    sandbox: Sandbox | None = None,
 ) -> Attempt:
     """The attempt that runs ``task`` of ``spec`` as the format describes it, as ``run_as``
     (None: the supervisor's user) within ``limits`` (default: the task's own)."""
@@ -231,4 +234,5 @@ def task_attempt(
         run_as=run_as,
         version=version,
         env_key=where.env_key,
+        sandbox=sandbox or Sandbox(),
     )

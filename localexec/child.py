@@ -18,8 +18,9 @@ Order, and why:
 7. the context into an anonymous memory file (memfd) for the bootstrap: the child fills it
    without ever blocking on a reader, however large the context;
 8. an environment built from scratch (nothing of the supervisor's: no database URL);
-9. close every fd but stdio, the result pipe and the context fd;
-10. resource limits, last (see :mod:`localexec.limits`); exec.
+9. the sandbox (:func:`localexec.sandbox.confine`): Landlock now, bubblewrap by the exec;
+10. close every fd but stdio, the result pipe and the context fd;
+11. resource limits, last (see :mod:`localexec.limits`); exec.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from localexec.cgroups import AttemptCgroup
 from localexec.limits import apply_limits
 from localexec.logs import process_line, write_all
 from localexec.privdrop import drop_privileges
+from localexec.sandbox import confine
 from localexec.templating import renderer_for
 
 # After the env's own bin dir; no /sbin, no "." (a writable cwd must not shadow commands).
@@ -77,15 +79,17 @@ def child_main(
     *,
     supervisor: int,
     cgroup: AttemptCgroup | None = None,
+    layers: list[int] | None = None,
 ) -> NoReturn:
     """Set up the task process and exec it. Never returns into the supervisor's code.
     ``supervisor`` is the forking process's pid, read before the fork; the process joins
-    ``cgroup`` first, while it still may."""
+    ``cgroup`` first, while it still may; ``layers`` are the supervisor's Landlock rulesets
+    for the attempt's sandbox (:class:`localexec.sandbox.Layers`)."""
     try:
         try:
             if cgroup is not None:
                 cgroup.join()
-            _setup_and_exec(attempt, log_fd, result_fd, error_fd, supervisor)
+            _setup_and_exec(attempt, log_fd, result_fd, error_fd, supervisor, layers or [])
         except BaseException as exc:
             _report(error_fd, exc)
     finally:
@@ -93,7 +97,12 @@ def child_main(
 
 
 def _setup_and_exec(
-    attempt: Attempt, log_fd: int, result_fd: int | None, error_fd: int, supervisor: int
+    attempt: Attempt,
+    log_fd: int,
+    result_fd: int | None,
+    error_fd: int,
+    supervisor: int,
+    layers: list[int],
 ) -> None:
     os.setsid()
     # Keep our fds clear of 0-2 before stdio is rewired (a daemonized supervisor may have
@@ -137,6 +146,7 @@ def _setup_and_exec(
             env[XCOM_FD_VAR] = str(result_fd)
             keep.add(result_fd)
             os.set_inheritable(result_fd, True)
+    argv = confine(attempt.sandbox, layers) + argv
     close_fds_except(keep)
     apply_limits(attempt.limits)
     os.execvpe(argv[0], argv, env)  # noqa: S606 - argv lists by design; sh -c only for shell strings

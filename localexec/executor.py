@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from localexec import supervisor
 from localexec.attempt import Attempt, Outcome, Running
 from localexec.cgroups import AttemptCgroup, Hierarchies, release
+from localexec.sandbox import layers_for
 from localexec.spares import SpareKind, SparePool, start_warm, warm_start_possible
 
 K = TypeVar("K")
@@ -67,6 +68,7 @@ class Executor(Generic[K]):
         """A warm start in a spare when there is one for the attempt, else a cold start; in
         a cgroup of its own where the node has them."""
         cgroup = self.cgroup_for(attempt)
+        layers = layers_for(attempt.sandbox)
         try:
             if self.spares is not None and warm_start_possible(attempt):
                 spare = self.spares.take(SpareKind.of(attempt))
@@ -75,7 +77,7 @@ class Executor(Generic[K]):
                     running = start_warm(attempt, spare, reader_gid=gid, cgroup=cgroup)
                     if running is not None:
                         return running
-            return supervisor.start(attempt, cgroup=cgroup)
+            return supervisor.start(attempt, cgroup=cgroup, layers=layers)
         except BaseException:
             if cgroup is not None:
                 cgroup.remove()
@@ -83,14 +85,16 @@ class Executor(Generic[K]):
 
     def cgroup_for(self, attempt: Attempt) -> AttemptCgroup | None:
         """A new cgroup with the attempt's limits, or None without cgroups. Raises OSError:
-        a node that has them never starts an attempt outside one."""
-        if self.cgroups is None:
+        a node that has them never starts an attempt outside one (unless its sandbox says no
+        cgroup: a tenant's ``cgroup = "off"``)."""
+        if self.cgroups is None or not attempt.sandbox.cgroup:
             return None
         return AttemptCgroup.create(self.cgroups, secrets.token_hex(8), attempt.limits)
 
     def run_now(self, attempt: Attempt) -> Outcome:
         """Start ``attempt`` cold and wait for it here (callbacks)."""
-        return supervisor.wait(supervisor.start(attempt, cgroup=self.cgroup_for(attempt)))
+        cgroup, layers = self.cgroup_for(attempt), layers_for(attempt.sandbox)
+        return supervisor.wait(supervisor.start(attempt, cgroup=cgroup, layers=layers))
 
     def replenish(self) -> None:
         """Start the spares the next launches will want (call when the launches are done),

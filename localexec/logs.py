@@ -53,6 +53,7 @@ def header(attempt: Attempt, started_at: dt.datetime) -> bytes:
         f"try: {ctx.get('try_number')}",
         f"kind: {attempt.kind}  {what}",
         f"version: {attempt.version}  env: {attempt.env_key}",
+        f"sandbox: {attempt.sandbox.describe()}",
         f"started: {started_at.isoformat()}",
     ]
     return ("\n".join(lines) + "\n").encode()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from envcache.errors import EnvCacheError
@@ -26,6 +27,7 @@ from isolate.model import DagSpec, TaskSpec
 from isolate.push import current_user
 from isolate.states import ACTIVE_RUN_STATES, RunState, TaskState
 from isolate.store import RunRecord, Store, TaskInstanceRecord
+from isolate.tenancy import Tenant
 from isolate.triggering import scheduled_run_id
 from localexec.attempt import (
     Attempt,
@@ -41,6 +43,7 @@ from localexec.logs import create_log, write_all
 from localexec.orphans import kill_if_alive
 from localexec.planner import TaskView, plan_run
 from localexec.retries import next_attempt
+from localexec.sandbox import HardeningUnavailable, HostSandbox, Sandbox, sandbox_for
 from localexec.spares import SparePool
 from localexec.tenants import TenantWatch, UnownedDagError, capped
 from localexec.timetable import due_intervals
@@ -85,9 +88,11 @@ class Scheduler:
         self.workspace = Workspace(config)
         self.envs = EnvResolver(config)
         spares = SparePool(parallelism) if config.settings.warm_starts else None
-        cgroups = detect(config.home)[0] if config.settings.cgroups else None
+        # Detected whatever the node's settings say: a tenant's hardening may override them.
+        cgroups, finding = detect(config.home)
         if cgroups is not None:
             sweep(cgroups)  # what a killed scheduler left empty
+        self.host = HostSandbox.detect(cgroups=cgroups is not None, cgroups_finding=finding)
         self.executor: Executor[TaskKey] = Executor(parallelism, spares=spares, cgroups=cgroups)
         self.tenants = TenantWatch(config, store)
         self._started: dict[TaskKey, _Started] = {}
@@ -234,8 +239,9 @@ class Scheduler:
             held.close()
             message = f"could not start: {exc}"
             self._log_refusal(run, task, try_number, message)
-            # A DAG no tenant owns does not run: retrying cannot change that, the mapping can.
-            retry = not isinstance(exc, UnownedDagError)
+            # A DAG no tenant owns, or one whose tenant requires a hardening the host lacks,
+            # does not run: retrying cannot change that, an admin can.
+            retry = not isinstance(exc, UnownedDagError | HardeningUnavailable)
             self.settle(run, task, try_number, ok=False, message=message, retry=retry)
             return
         self._started[key] = _Started(try_number, held, run)
@@ -294,6 +300,19 @@ class Scheduler:
             version=run.version,
             run_as=tenant.run_as if tenant else None,
             limits=capped(task.limits, tenant.limits) if tenant else None,
+            sandbox=self.sandbox(tenant, env.env.python),
+        )
+
+    def sandbox(self, tenant: Tenant | None, python: Path) -> Sandbox:
+        """How an attempt of ``tenant`` in the env of ``python`` is confined (read at every
+        launch, like the run-as user: an admin's change applies from the next attempt)."""
+        return sandbox_for(
+            self.config,
+            tenant,
+            self.host,
+            python=python,
+            shared=(self.workspace.runtime_dir, self.workspace.bundles),
+            work_root=self.workspace.work,
         )
 
     def context(
@@ -415,6 +434,7 @@ class Scheduler:
                 env_key=env.key,
                 run_as=tenant.run_as if tenant else None,
                 limits=capped(task.limits, tenant.limits) if tenant else task.limits,
+                sandbox=self.sandbox(tenant, env.env.python),
             )
             self.executor.run_now(attempt)
         except (IsolateError, EnvCacheError, OSError):

@@ -63,6 +63,7 @@ from localexec.child import (
 from localexec.limits import apply_limits
 from localexec.logs import create_log, header, process_line, write_all
 from localexec.privdrop import become, give_work_dir, identity_of
+from localexec.sandbox import Sandbox, confine, layers_for
 from localexec.templating import has_template
 
 # What the interpreter reads from the environment when it starts: a spare started without
@@ -80,10 +81,13 @@ class SpareKind:
     bootstrap: Path
     run_as: str | None
     limits: Limits
+    sandbox: Sandbox = field(default_factory=Sandbox)
 
     @classmethod
     def of(cls, attempt: Attempt) -> SpareKind:
-        return cls(attempt.python, attempt.bootstrap, attempt.run_as, attempt.limits)
+        return cls(
+            attempt.python, attempt.bootstrap, attempt.run_as, attempt.limits, attempt.sandbox
+        )
 
 
 @dataclass
@@ -103,6 +107,14 @@ class Spare:
         except ChildProcessError:
             return False
         return pid == 0
+
+    def processes(self) -> list[int]:
+        """Its pid and its descendants' (bubblewrap forks the interpreter)."""
+        try:
+            children = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            return [self.pid]
+        return [self.pid, *(child.pid for child in children)]
 
     def stop(self) -> None:
         """End it and reap it: its socket closes, its group gets SIGKILL."""
@@ -125,6 +137,7 @@ def warm_start_possible(attempt: Attempt) -> bool:
 
 def spawn(kind: SpareKind) -> Spare:
     """Start a spare of ``kind``; it is ready once its interpreter has started."""
+    layers = layers_for(kind.sandbox)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     supervisor = os.getpid()
     try:
@@ -136,7 +149,7 @@ def spawn(kind: SpareKind) -> Spare:
     if pid == 0:
         try:
             ours.close()
-            _spare_main(kind, theirs.detach(), supervisor)
+            _spare_main(kind, theirs.detach(), supervisor, layers)
         finally:
             os._exit(EXIT_SETUP_FAILED)
     theirs.close()
@@ -147,7 +160,7 @@ def spawn(kind: SpareKind) -> Spare:
     return Spare(kind, pid, start_time, ours, born=time.monotonic())
 
 
-def _spare_main(kind: SpareKind, control: int, supervisor: int) -> NoReturn:
+def _spare_main(kind: SpareKind, control: int, supervisor: int, layers: list[int]) -> NoReturn:
     """The forked child: the cold path's set-up, minus the attempt, then exec the bootstrap."""
     try:
         os.setsid()
@@ -168,9 +181,9 @@ def _spare_main(kind: SpareKind, control: int, supervisor: int) -> NoReturn:
         env = base_environment(kind.python, user=user)
         env[SPARE_FD_VAR] = str(control)
         os.set_inheritable(control, True)
+        argv = [*confine(kind.sandbox, layers), str(kind.python), "-I", str(kind.bootstrap)]
         close_fds_except({control})
         apply_limits(kind.limits)
-        argv = [str(kind.python), "-I", str(kind.bootstrap)]
         os.execve(argv[0], argv, env)  # noqa: S606 - an argv list, no shell
     finally:
         os._exit(EXIT_SETUP_FAILED)
@@ -190,15 +203,20 @@ def start_warm(
     if not spare.alive():
         spare.stop()
         return None
+    # The spare's processes: one, or under bubblewrap bwrap's and the sandboxed
+    # interpreter. All wait for the hand-over: none can fork or leave meanwhile.
+    processes = spare.processes()
     if os.geteuid() == 0:
         try:
-            os.sched_setscheduler(spare.pid, os.SCHED_OTHER, os.sched_param(0))
+            for pid in processes:
+                os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
         except OSError:  # never let an attempt run at idle priority
             spare.stop()
             return None
     if cgroup is not None:
         try:
-            cgroup.add(spare.pid)  # still one process, waiting: nothing can escape the move
+            for pid in processes:
+                cgroup.add(pid)
         except OSError:
             spare.stop()
             return None

@@ -28,6 +28,7 @@ from localexec.attempt import Attempt, Outcome, Running, describe
 from localexec.cgroups import AttemptCgroup
 from localexec.child import child_main
 from localexec.logs import create_log, footer, header, write_all
+from localexec.sandbox import exit_signal
 
 _READ_CHUNK = 1 << 16
 _ERROR_CHARS = 2000
@@ -35,7 +36,9 @@ _ERROR_CHARS = 2000
 _POLL_INTERVAL = 0.02
 
 
-def start(attempt: Attempt, *, cgroup: AttemptCgroup | None = None) -> Running:
+def start(
+    attempt: Attempt, *, cgroup: AttemptCgroup | None = None, layers: list[int] | None = None
+) -> Running:
     """Create the attempt's log, fork and start the task process; do not wait for it.
 
     Raises ``FileExistsError`` if the log file exists (a try never reuses a log) and
@@ -61,7 +64,15 @@ def start(attempt: Attempt, *, cgroup: AttemptCgroup | None = None) -> Running:
         pid = os.fork()
         if pid == 0:
             try:
-                child_main(attempt, log_fd, result_w, error_w, supervisor=supervisor, cgroup=cgroup)
+                child_main(
+                    attempt,
+                    log_fd,
+                    result_w,
+                    error_w,
+                    supervisor=supervisor,
+                    cgroup=cgroup,
+                    layers=layers,
+                )
             finally:
                 os._exit(127)
     except BaseException:
@@ -121,6 +132,9 @@ def wait(running: Running) -> Outcome:
     errors.close()
 
     exit_code = os.waitstatus_to_exitcode(status)
+    sandboxed = exit_signal(attempt.sandbox, exit_code)
+    if sandboxed is not None:
+        exit_code = -sandboxed
     signum = -exit_code if exit_code < 0 else None
     code = exit_code if exit_code >= 0 else None
     start_error = errors.text() if errors.data else None
@@ -158,9 +172,9 @@ def wait(running: Running) -> Outcome:
     return outcome
 
 
-def run(attempt: Attempt) -> Outcome:
+def run(attempt: Attempt, *, layers: list[int] | None = None) -> Outcome:
     """``wait(start(attempt))``."""
-    return wait(start(attempt))
+    return wait(start(attempt, layers=layers))
 
 
 def _wait_loop(running: Running, reader: _Reader, errors: _Reader) -> tuple[int, bool, bool]:

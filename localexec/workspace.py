@@ -38,7 +38,8 @@ class Workspace:
         self.logs = config.logs_dir
         for path, mode in ((self.bundles, 0o755), (self.work, 0o711), (self.logs, 0o711)):
             path.mkdir(mode=mode, exist_ok=True)
-        self.runtime: RuntimeFiles = install_runtime(self.home / "runtime")
+        self.runtime_dir = self.home / "runtime"
+        self.runtime: RuntimeFiles = install_runtime(self.runtime_dir)
 
     def bundle_dir(self, store: Store, bundle_hash: str, tenant: Tenant | None = None) -> Path:
         """The version's bundle, extracted once and shared read-only by its attempts.

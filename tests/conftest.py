@@ -107,6 +107,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def unconfined(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Landlock and no bubblewrap for the tasks of a test whose tasks report through
+    files outside their sandbox, or their host pids (tests/test_sandbox.py tests those)."""
+    monkeypatch.setenv("ISOLATE_LANDLOCK", "off")
+    monkeypatch.setenv("ISOLATE_BUBBLEWRAP", "off")
+
+
+@pytest.fixture
 def cli(home: Path) -> Cli:
     """Run an isolate command in-process against ``home``; returns click's Result."""
 

@@ -69,6 +69,7 @@ def show(cli, run_id: str) -> dict:
     return json.loads(cli("runs", "show", run_id, "--json").stdout)
 
 
+@pytest.mark.usefixtures("unconfined")
 def test_a_run_executes_with_xcom_retries_rules_timeouts_and_callbacks(
     cli, home: Path, make_folder, tmp_path: Path
 ) -> None:
@@ -127,6 +128,7 @@ def test_a_run_keeps_its_version_when_a_new_one_is_pushed(cli, home: Path, make_
     assert "second" in cli("tasks", "logs", newer, "say").stdout
 
 
+@pytest.mark.usefixtures("unconfined")
 def test_a_killed_scheduler_leaves_nothing_running_twice(
     cli, home: Path, make_folder, tmp_path: Path
 ) -> None:
@@ -208,6 +210,7 @@ def test_paused_dags_get_no_scheduled_runs_and_trigger_errors(cli, home: Path, m
     cli("runs", "show", "nope", expect=3)
 
 
+@pytest.mark.usefixtures("unconfined")
 def test_clear_runs_a_task_again_and_isolate_test_runs_one_now(
     cli, home: Path, make_folder, tmp_path: Path
 ) -> None:
@@ -393,6 +396,7 @@ CHAIN = """
 
 
 @pytest.mark.parametrize("warm_starts", [True, False])
+@pytest.mark.usefixtures("unconfined")
 def test_tasks_after_the_first_start_warm_unless_turned_off(
     cli, home: Path, make_folder, monkeypatch, warm_starts: bool
 ) -> None:

@@ -25,6 +25,7 @@ from isolate.tenancy import (
     DEFAULT_TENANTS_FILE,
     SystemUsers,
     TenancyError,
+    TenantHardening,
     TenantLimits,
     check_mapping,
     load_tenants,
@@ -109,6 +110,7 @@ name = "finance"
 dags = ["finance.*", "ledger"]
 pushers = ["{BOB}"]
 run_as = "{FINANCE}"
+hardening = {{ bubblewrap = "required", landlock = "off", network = true }}
 """
 
 
@@ -207,6 +209,10 @@ def test_a_valid_mapping_answers_owner_run_as_and_may_push(os_users: None) -> No
         memory=2 * 1024**3, processes=256, open_files=1024, cpu_time=3600
     )
     assert mapping.tenants[1].limits == TenantLimits()
+    assert analytics.hardening == TenantHardening()  # the node's settings
+    assert mapping.tenants[1].hardening == TenantHardening(
+        bubblewrap="required", landlock="off", network=True
+    )
     assert mapping.owner("analytics.daily") is analytics
     assert mapping.owner("reports_7x").name == "analytics"
     assert mapping.owner("Analytics.daily") is None  # case-sensitive
@@ -262,6 +268,14 @@ def test_user_groups_include_the_primary_and_supplementary_groups(os_users: None
         (tenant(limits='{ cpu_time = "1h" }'), "limits.cpu_time: expected a positive integer"),
         (tenant(limits="{ swap = 1 }"), "tenant[solo].limits: unknown key 'swap'"),
         (tenant(limits="3"), "tenant[solo].limits: expected a table, got int"),
+        (tenant(hardening='"on"'), "tenant[solo].hardening: expected a table, got a string"),
+        (tenant(hardening="{ seccomp = 'auto' }"), "tenant[solo].hardening: unknown key 'seccomp'"),
+        (
+            tenant(hardening="{ landlock = 'yes' }"),
+            "tenant[solo].hardening.landlock: expected one of auto, required, off, got 'yes'",
+        ),
+        (tenant(hardening="{ cgroup = true }"), "hardening.cgroup: expected one of auto"),
+        (tenant(hardening="{ network = 'on' }"), "hardening.network: expected true or false"),
         (tenant() + tenant(dags='["other"]'), "tenant[solo]: duplicate name (tenants #1 and #2)"),
         (
             tenant(name='"a"', dags='["analytics.*"]') + tenant(name='"b"', dags='["*.daily"]'),
@@ -464,10 +478,19 @@ def test_cli_list(live: Path) -> None:
     code, out, _ = run("list")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["TENANT", "DAGS", "PUSHERS", "RUN_AS", "LIMITS"]
+    assert lines[0].split() == ["TENANT", "DAGS", "PUSHERS", "RUN_AS", "LIMITS", "HARDENING"]
     assert lines[1].startswith("analytics") and ANALYTICS in lines[1]
     assert "memory=2.0 GiB processes=256" in lines[1]
-    assert lines[2].split()[:4] == ["finance", "finance.*,ledger", BOB, FINANCE]
+    assert lines[2].split() == [
+        "finance",
+        "finance.*,ledger",
+        BOB,
+        FINANCE,
+        "-",
+        "landlock=off",
+        "bubblewrap=required",
+        "network=true",
+    ]
     code, out, _ = run("list", "--json")
     data = json.loads(out)
     assert data[1] == {
@@ -476,6 +499,7 @@ def test_cli_list(live: Path) -> None:
         "pushers": [BOB],
         "run_as": FINANCE,
         "limits": {},
+        "hardening": {"bubblewrap": "required", "landlock": "off", "network": True},
     }
     assert data[0]["limits"]["memory"] == 2 * 1024**3
 
@@ -483,19 +507,28 @@ def test_cli_list(live: Path) -> None:
 def test_cli_check(live: Path) -> None:
     code, out, _ = run("check", "analytics.daily", "--user", ALICE)
     assert code == 0
-    assert "tenant:   analytics" in out and f"run_as:   {ANALYTICS}" in out
-    assert f"may push: yes ({ALICE})" in out
+    assert "tenant:    analytics" in out and f"run_as:    {ANALYTICS}" in out
+    assert f"may push:  yes ({ALICE})" in out
+    # The node's settings (defaults here) where the tenant's table says nothing.
+    assert "hardening: cgroup=auto landlock=auto bubblewrap=auto (no network" in out
     code, out, _ = run("check", "analytics.daily", "--user", BOB, "--json")
     assert json.loads(out) == {
         "dag_id": "analytics.daily",
         "tenant": "analytics",
         "run_as": ANALYTICS,
         "limits": {"cpu_time": 3600, "memory": 2 * 1024**3, "open_files": 1024, "processes": 256},
+        "hardening": {
+            "cgroup": "auto",
+            "landlock": "auto",
+            "bubblewrap": "auto",
+            "network": False,
+        },
         "user": BOB,
         "may_push": False,
     }
     code, out, _ = run("check", "ledger")  # default user: root, not a pusher
-    assert code == 0 and "may push: no (root)" in out
+    assert code == 0 and "may push:  no (root)" in out
+    assert "hardening: cgroup=auto landlock=off bubblewrap=required (network" in out
     code, out, err = run("check", "unowned.dag")
     assert code == 3 and out == ""
     assert err.strip() == (

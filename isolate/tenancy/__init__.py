@@ -18,6 +18,7 @@ from isolate.tenancy.files import (
 from isolate.tenancy.mapping import (
     TenancyError,
     Tenant,
+    TenantHardening,
     TenantLimits,
     TenantMap,
     UserDatabase,
@@ -31,6 +32,7 @@ __all__ = [
     "SystemUsers",
     "TenancyError",
     "Tenant",
+    "TenantHardening",
     "TenantLimits",
     "TenantMap",
     "UserDatabase",

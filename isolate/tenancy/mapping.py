@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from isolate.config import HARDENING_MODES, hardening_mode
 from isolate.errors import ConfigError, UsageError
 from isolate.tenancy.patterns import matches_some_dag_id, overlap_witness
 from isolate.units import format_size, parse_size
@@ -21,8 +22,10 @@ NOBODY_UID = 65534
 DEFAULT_MIN_UID = 1000
 # Tenant names appear in tables, logs and audit records: keep them to id characters.
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
-_TENANT_KEYS = ("name", "dags", "pushers", "run_as", "limits")
+_TENANT_KEYS = ("name", "dags", "pushers", "run_as", "limits", "hardening")
 _LIMIT_KEYS = ("memory", "processes", "open_files", "cpu_time")
+_HARDENING_MODES = ("cgroup", "landlock", "bubblewrap")
+_HARDENING_KEYS = (*_HARDENING_MODES, "network")
 
 
 class TenancyError(ConfigError):
@@ -76,6 +79,25 @@ class TenantLimits:
 
 
 @dataclass(frozen=True)
+class TenantHardening:
+    """A tenant's hardening modes ("auto", "required", "off"; see localexec/sandbox.py) and
+    whether its bubblewrapped tasks keep the network; None means the node's setting."""
+
+    cgroup: str | None = None
+    landlock: str | None = None
+    bubblewrap: str | None = None
+    network: bool | None = None
+
+    def to_json(self) -> dict[str, str | bool]:
+        return {k: v for k in _HARDENING_KEYS if (v := getattr(self, k)) is not None}
+
+    def describe(self) -> str:
+        """A short human form, e.g. ``bubblewrap=required network=true``, or "-"."""
+        parts = [f"{k}={str(v).lower()}" for k, v in self.to_json().items()]
+        return " ".join(parts) or "-"
+
+
+@dataclass(frozen=True)
 class Tenant:
     """One tenant: the dag_id patterns it owns, who may push them, the OS user they run as."""
 
@@ -84,6 +106,7 @@ class Tenant:
     pushers: tuple[str, ...]  # user names and "@group" names
     run_as: str
     limits: TenantLimits = field(default_factory=TenantLimits)
+    hardening: TenantHardening = field(default_factory=TenantHardening)
 
     def owns(self, dag_id: str) -> bool:
         return any(fnmatchcase(dag_id, pattern) for pattern in self.dags)
@@ -103,6 +126,7 @@ class Tenant:
             "pushers": list(self.pushers),
             "run_as": self.run_as,
             "limits": self.limits.to_json(),
+            "hardening": self.hardening.to_json(),
         }
 
 
@@ -200,12 +224,14 @@ def _tenant(
             problems.append(f"{where}.pushers[{k}]: unknown user {pusher!r}")
     run_as = _run_as(raw.get("run_as"), where, users, min_uid, problems)
     limits = _limits(raw.get("limits"), where, problems)
+    hardening = _hardening(raw.get("hardening"), where, problems)
     return Tenant(
         name=name if isinstance(name, str) else f"#{index + 1}",
         dags=dags,
         pushers=pushers,
         run_as=run_as,
         limits=limits,
+        hardening=hardening,
     )
 
 
@@ -282,6 +308,31 @@ def _limits(value: object, where: str, problems: list[str]) -> TenantLimits:
         else:
             found[key] = item
     return TenantLimits(**found)
+
+
+def _hardening(value: object, where: str, problems: list[str]) -> TenantHardening:
+    if value is None:
+        return TenantHardening()
+    if not isinstance(value, dict):
+        problems.append(f"{where}.hardening: expected a table, got {_type(value)}")
+        return TenantHardening()
+    found: dict[str, str | bool] = {}
+    for key, item in value.items():
+        at = f"{where}.hardening.{key}"
+        if key not in _HARDENING_KEYS:
+            problems.append(
+                f"{where}.hardening: unknown key {key!r} (known: {', '.join(_HARDENING_KEYS)})"
+            )
+        elif key == "network":
+            if isinstance(item, bool):
+                found[key] = item
+            else:
+                problems.append(f"{at}: expected true or false, got {item!r}")
+        elif isinstance(item, str) and item in HARDENING_MODES:
+            found[key] = hardening_mode(item)
+        else:
+            problems.append(f"{at}: expected one of {', '.join(HARDENING_MODES)}, got {item!r}")
+    return TenantHardening(**found)  # type: ignore[arg-type]
 
 
 def _shared_run_as(tenants: list[Tenant]) -> list[str]:

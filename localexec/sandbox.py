@@ -1,0 +1,298 @@
+"""Confinement of a task process beyond its OS user and rlimits: cgroups, Landlock, bubblewrap.
+
+Each mechanism has a mode, from the node's settings (``cgroups``, ``landlock``,
+``bubblewrap``) or the tenant's ``hardening`` table, which overrides them:
+
+- ``auto``: used where the host has it (found at scheduler start, reported by ``isolate
+  doctor``);
+- ``required``: a task does not start where the host lacks it (the attempt fails with the
+  reason, and is not retried: only an admin can change that);
+- ``off``.
+
+What each does for an attempt (the scheduler resolves a :class:`Sandbox` per attempt):
+
+- **cgroup**: see :mod:`localexec.cgroups`.
+- **bubblewrap** (``bwrap``, as the task's user, in user namespaces): the task sees only the
+  system paths read-only (``/usr``, ``/etc``, ...), its env, the runtime, the bundles and the
+  work dirs; its own ``/proc`` (a pid namespace: no other process is visible or can be
+  signalled), ``/dev``, and empty ``/tmp`` and ``/dev/shm``; no network unless the tenant says
+  ``network = true`` (a network namespace with only its own loopback); ipc and uts
+  namespaces. The database, logs, config and mapping are simply not there.
+- **Landlock**: without bubblewrap, the same filesystem allow-list enforced by the kernel on
+  every open (read and execute beneath the system paths, env, runtime and bundles; read and
+  write beneath the work dirs and ``/dev/shm``; ``/dev`` and ``/proc`` as devices and
+  procfs need). With or without it: no TCP connect to the database's port (when the
+  database is on TCP), and (ABI 6) no signal to, and no abstract unix socket of, a process
+  outside the attempt's domain. Landlock forbids mounting once a domain limits the
+  filesystem, so under bubblewrap only the network and scope layer is applied, before
+  ``bwrap`` runs.
+
+The paths are the node's roots (all work dirs, all bundles), not the attempt's own, so a
+spare started before its attempt exists can be confined the same way: within those roots
+the file permissions keep tenants apart (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from isolate.config import Config, Settings
+from isolate.errors import IsolateError
+from isolate.hostcaps import bubblewrap, landlock_abi
+from isolate.tenancy import Tenant
+from localexec import landlock
+
+MODES = ("auto", "required", "off")
+# Read-only in every sandbox: what programs and the interpreter need from the system.
+SYSTEM_PATHS = tuple(
+    Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+)
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+_DEV_RIGHTS = landlock.READ | landlock.WRITE_FILE | landlock.TRUNCATE | landlock.IOCTL_DEV
+
+
+class HardeningUnavailable(IsolateError):
+    """A tenant (or the node) requires a hardening this host does not have."""
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """What is wanted: a mode per mechanism, and whether a bubblewrapped task has a network."""
+
+    cgroup: str = "auto"
+    landlock: str = "auto"
+    bubblewrap: str = "auto"
+    network: bool = False
+
+
+def wanted_hardening(settings: Settings, tenant: Tenant | None) -> Hardening:
+    """The node's settings, overridden by what the tenant's ``hardening`` table says."""
+    own = tenant.hardening if tenant is not None else None
+    return Hardening(
+        cgroup=(own and own.cgroup) or settings.cgroups,
+        landlock=(own and own.landlock) or settings.landlock,
+        bubblewrap=(own and own.bubblewrap) or settings.bubblewrap,
+        network=settings.sandbox_network if own is None or own.network is None else own.network,
+    )
+
+
+def describe_wanted(want: Hardening) -> str:
+    network = "network" if want.network else "no network"
+    return (
+        f"cgroup={want.cgroup} landlock={want.landlock} "
+        f"bubblewrap={want.bubblewrap} ({network} under bubblewrap)"
+    )
+
+
+def database_ports(config: Config) -> tuple[int, ...]:
+    """The TCP port of the node's database, which no task may connect to under Landlock.
+    Empty for SQLite (a file outside every allow-list) and a unix socket (not there under
+    bubblewrap; Landlock does not filter connects to sockets: docs/security.md)."""
+    if config.is_default_sqlite:
+        return ()
+    try:
+        url = make_url(config.database_url)
+    except ArgumentError:
+        return ()
+    backend = url.get_backend_name()
+    if not url.host or url.host.startswith("/") or "unix_socket" in url.query:
+        return ()
+    port = url.port or _DEFAULT_PORTS.get(backend)
+    return (port,) if port else ()
+
+
+@dataclass(frozen=True)
+class HostSandbox:
+    """What this host offers, found once when the scheduler starts."""
+
+    landlock_abi: int = 0
+    bwrap: Path | None = None
+    bwrap_finding: str = "not probed"
+    cgroups: bool = False
+    cgroups_finding: str = "not probed"
+
+    @classmethod
+    def detect(cls, *, cgroups: bool, cgroups_finding: str) -> HostSandbox:
+        """Probe the host (bubblewrap's probe runs it once, as nobody under root: 20 ms).
+        Probed whatever the node's settings say: a tenant's table may override them."""
+        bwrap, bwrap_finding = bubblewrap()
+        return cls(landlock_abi(), bwrap, bwrap_finding, cgroups, cgroups_finding)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How one attempt is confined; the default confines nothing beyond a cgroup."""
+
+    cgroup: bool = True
+    landlock: bool = False
+    bwrap: Path | None = None
+    network: bool = True
+    read_only: tuple[Path, ...] = ()
+    writable: tuple[Path, ...] = ()
+    denied_ports: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        """One line for the attempt's log header."""
+        parts = []
+        if self.bwrap is not None:
+            net = "host network" if self.network else "no network"
+            parts.append(f"bubblewrap ({net}, own /proc and /tmp)")
+        if self.landlock:
+            what = ["filesystem"] if self.bwrap is None else []
+            if self.denied_ports and self.network:
+                what.append("no TCP to port " + ", ".join(map(str, self.denied_ports)))
+            parts.append(f"landlock ({', '.join(what) or 'scopes'})")
+        return "; ".join(parts) or "none"
+
+    def filesystem_rules(self) -> list[tuple[Path, int]]:
+        """The Landlock filesystem allow-list (used without bubblewrap)."""
+        rules = [(path, landlock.READ) for path in (*SYSTEM_PATHS, *self.read_only)]
+        rules += [(Path("/proc"), landlock.READ), (Path("/sys"), landlock.READ)]
+        shm = Path("/dev/shm")  # noqa: S108 - POSIX shared memory and semaphores need it
+        rules += [(Path("/dev"), _DEV_RIGHTS), (shm, landlock.ALL)]
+        rules += [(path, landlock.ALL) for path in self.writable]
+        return rules
+
+    def bwrap_argv(self) -> list[str]:
+        """``bwrap`` and its options, to put before the task's argv."""
+        assert self.bwrap is not None
+        argv = [str(self.bwrap), "--unshare-all", "--die-with-parent"]
+        if self.network:
+            argv.append("--share-net")
+        for path in SYSTEM_PATHS:
+            if path.is_symlink():  # merged /usr: /bin -> usr/bin
+                argv += ["--symlink", os.readlink(path), str(path)]
+            elif path.is_dir():
+                argv += ["--ro-bind", str(path), str(path)]
+        argv += ["--ro-bind-try", "/sys", "/sys", "--proc", "/proc", "--dev", "/dev"]
+        argv += ["--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]  # noqa: S108 - the sandbox's own
+        # Parents before children: a bind under /tmp goes onto the fresh tmpfs.
+        binds = [(p, "--ro-bind-try") for p in self.read_only]
+        binds += [(p, "--bind") for p in self.writable]
+        for path, option in sorted(binds, key=lambda item: len(item[0].parts)):
+            argv += [option, str(path), str(path)]
+        return [*argv, "--"]
+
+
+def sandbox_for(
+    config: Config,
+    tenant: Tenant | None,
+    host: HostSandbox,
+    *,
+    python: Path,
+    shared: tuple[Path, ...],
+    work_root: Path,
+) -> Sandbox:
+    """The sandbox of an attempt of ``tenant`` (None: single-user) in the env of ``python``:
+    readable are the env, the shared package trees, the interpreter's installation and
+    ``shared`` (runtime, bundles); writable ``work_root``."""
+    candidates = (
+        python.parent.parent,
+        config.envcache_dir / "objects" / "trees",
+        Path(os.path.realpath(python)).parent.parent,
+        *shared,
+    )
+    read_only = tuple(
+        dict.fromkeys(
+            path
+            for path in candidates
+            if not any(path == top or top in path.parents for top in SYSTEM_PATHS)
+        )
+    )
+    return resolve(
+        wanted_hardening(config.settings, tenant),
+        host,
+        read_only=read_only,
+        writable=(work_root,),
+        denied_ports=database_ports(config),
+        who=f"tenant {tenant.name}" if tenant is not None else "this node",
+    )
+
+
+def resolve(
+    want: Hardening,
+    host: HostSandbox,
+    *,
+    read_only: tuple[Path, ...],
+    writable: tuple[Path, ...],
+    denied_ports: tuple[int, ...] = (),
+    who: str = "this node",
+) -> Sandbox:
+    """The :class:`Sandbox` for ``want`` on ``host``; raises :class:`HardeningUnavailable`
+    when a required mechanism is missing (``who`` names whose requirement it is)."""
+    missing = []
+    if want.cgroup == "required" and not host.cgroups:
+        missing.append(f"a cgroup per attempt ({host.cgroups_finding})")
+    if want.landlock == "required" and host.landlock_abi == 0:
+        missing.append("Landlock (not available in this kernel)")
+    if want.bubblewrap == "required" and host.bwrap is None:
+        missing.append(f"bubblewrap ({host.bwrap_finding})")
+    if missing:
+        raise HardeningUnavailable(
+            f"{who} requires {' and '.join(missing)}, which this host does not offer: "
+            "the task does not start (an admin can install it, or change the mode)"
+        )
+    bwrap = host.bwrap if want.bubblewrap != "off" else None
+    return Sandbox(
+        cgroup=want.cgroup != "off" and host.cgroups,
+        landlock=want.landlock != "off" and host.landlock_abi > 0,
+        bwrap=bwrap,
+        network=want.network if bwrap is not None else True,
+        read_only=read_only,
+        writable=writable,
+        denied_ports=denied_ports,
+    )
+
+
+# The network and scope rulesets of this process, by denied ports (see layers_for).
+_network_layers: dict[tuple[int, ...], int | None] = {}
+
+
+def layers_for(sandbox: Sandbox) -> list[int]:
+    """The Landlock ruleset fds (close-on-exec) the supervisor hands a task process of
+    ``sandbox``: the network and scope layer, built once per set of denied ports (a rule
+    per allowed port takes 0.1 s) and kept open for the supervisor's life. The filesystem
+    layer is built by each task process itself, after its privilege drop (:func:`confine`).
+    Called from the thread that forks."""
+    if not sandbox.landlock:
+        return []
+    ports = sandbox.denied_ports if sandbox.network else ()
+    if ports not in _network_layers:
+        _network_layers[ports] = landlock.scope_and_tcp_ruleset(landlock_abi(), ports)
+    fd = _network_layers[ports]
+    return [] if fd is None else [fd]
+
+
+def confine(sandbox: Sandbox, layers: list[int]) -> list[str]:
+    """In the task process, after the privilege drop: apply the Landlock layers (and the
+    filesystem layer without bubblewrap); returns the argv prefix to exec through
+    (bubblewrap's, or nothing). Raises on any failure: a task never starts less confined
+    than planned."""
+    rulesets = list(layers)
+    built = -1
+    try:
+        if sandbox.landlock and sandbox.bwrap is None:
+            built = landlock.filesystem_ruleset(landlock_abi(), sandbox.filesystem_rules())
+            rulesets.append(built)
+        if rulesets:
+            landlock.restrict_self(rulesets)
+    finally:
+        if built >= 0:
+            os.close(built)
+    return sandbox.bwrap_argv() if sandbox.bwrap is not None else []
+
+
+def exit_signal(sandbox: Sandbox, exit_code: int) -> int | None:
+    """The signal that ended a bubblewrapped task: bwrap exits with 128 + its number."""
+    if sandbox.bwrap is None or exit_code <= 128:
+        return None
+    try:
+        return int(signal.Signals(exit_code - 128))
+    except ValueError:
+        return None
