@@ -3,13 +3,15 @@
 Each check gives ``ok``, ``warn`` (works, but weaker than it could be) or ``fail`` (unsafe or
 broken), with one line of detail. Checks only read: the home's permissions, the database
 and its journal files, the env cache, the tenant mapping, the env interpreter's
-accessibility, and which optional hardening the host could offer.
+accessibility, and the hardening of task processes (a cgroup per attempt, Landlock,
+bubblewrap: localexec/sandbox.py): what the host offers, probed as the scheduler probes it,
+against the mode the node's settings and the tenants' ``hardening`` tables ask for. A
+mechanism that is ``required`` but missing fails: those tasks would not start.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,9 @@ from pathlib import Path
 from envcache.errors import EnvCacheError
 from envcache.interpreter import Interpreter
 from isolate.config import Config
-from isolate.hostcaps import probe
-from isolate.tenancy import tenants_path, validate_file
+from isolate.errors import ConfigError
+from isolate.hostcaps import bubblewrap, describe_landlock, landlock_abi, probe
+from isolate.tenancy import load_tenants, tenants_path, validate_file
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ def diagnose(config: Config) -> list[Finding]:
     findings += _envcache(config)
     findings.append(_mapping(config))
     findings.append(_interpreter(config))
-    findings += _hardening()
+    findings += _hardening(config)
     return findings
 
 
@@ -127,28 +130,73 @@ def _interpreter(config: Config) -> Finding:
     )
 
 
-def _hardening() -> list[Finding]:
-    """Optional isolation the host offers: cgroups per attempt (used when available);
-    Landlock and bubblewrap (detected, not used yet)."""
+def _hardening(config: Config) -> list[Finding]:
+    """Each hardening mechanism: ``ok`` where the host has it, ``warn`` where not, ``fail``
+    where the node or a tenant requires it and the host lacks it."""
+    settings = config.settings
+    required = _required_by_tenants(config)
     usable, cgroups = probe()
-    try:
-        lsm = Path("/sys/kernel/security/lsm").read_text()
-    except OSError:
-        lsm = ""
+    abi = landlock_abi()
+    bwrap, bwrap_finding = bubblewrap()
     return [
-        Finding(
+        _mechanism(
             "cgroup v2",
-            "ok" if usable else "warn",
-            f"a cgroup per attempt: {cgroups}" if usable else f"not used: {cgroups}",
+            settings.cgroups,
+            required["cgroup"],
+            available=usable,
+            finding=f"a cgroup per attempt: {cgroups}" if usable else cgroups,
         ),
-        Finding(
+        _mechanism(
             "landlock",
-            "ok" if "landlock" in lsm else "warn",
-            "enabled" if "landlock" in lsm else "not in the kernel's LSM list",
+            settings.landlock,
+            required["landlock"],
+            available=abi > 0,
+            finding=describe_landlock(abi),
         ),
-        Finding(
+        _mechanism(
             "bubblewrap",
-            "ok" if shutil.which("bwrap") else "warn",
-            shutil.which("bwrap") or "bwrap not installed",
+            settings.bubblewrap,
+            required["bubblewrap"],
+            available=bwrap is not None,
+            finding=bwrap_finding,
         ),
     ]
+
+
+def _mechanism(
+    check: str, mode: str, tenants: list[str], *, available: bool, finding: str
+) -> Finding:
+    """One mechanism's finding, from the node's ``mode``, the ``tenants`` whose hardening
+    table requires it, and what the host offers."""
+    if not available and (mode == "required" or tenants):
+        who = ["the node's settings"] if mode == "required" else []
+        who += [f"tenant {name}" for name in tenants]
+        return Finding(
+            check,
+            "fail",
+            f"required by {', '.join(who)}, but not available: {finding}; those tasks do not start",
+        )
+    status = "ok" if available else "warn"
+    if mode == "off":
+        also = f" (required by tenant {', '.join(tenants)})" if tenants else ""
+        return Finding(check, status, f"off in the settings{also}; the host: {finding}")
+    if not available:
+        return Finding(check, status, f"not used: {finding}")
+    return Finding(check, status, f"used ({mode}): {finding}")
+
+
+def _required_by_tenants(config: Config) -> dict[str, list[str]]:
+    """The tenants whose hardening table requires each mechanism. An invalid or unsafe
+    mapping counts for nothing here: the ``tenants`` check reports it."""
+    required: dict[str, list[str]] = {"cgroup": [], "landlock": [], "bubblewrap": []}
+    try:
+        if not tenants_path(config).exists():
+            return required
+        tenants = load_tenants(config).tenants
+    except ConfigError:
+        return required
+    for tenant in tenants:
+        for mechanism, names in required.items():
+            if getattr(tenant.hardening, mechanism) == "required":
+                names.append(tenant.name)
+    return required

@@ -17,13 +17,16 @@ What each does for an attempt (the scheduler resolves a :class:`Sandbox` per att
   work dirs; its own ``/proc`` (a pid namespace: no other process is visible or can be
   signalled), ``/dev``, and empty ``/tmp`` and ``/dev/shm``; no network unless the tenant says
   ``network = true`` (a network namespace with only its own loopback); ipc and uts
-  namespaces. The database, logs, config and mapping are simply not there.
+  namespaces. The database, logs and config are simply not there, and the mapping (under
+  ``/etc`` by default) is covered by ``/dev/null``, which a sandbox cannot open (nodev).
 - **Landlock**: without bubblewrap, the same filesystem allow-list enforced by the kernel on
   every open (read and execute beneath the system paths, env, runtime and bundles; read and
   write beneath the work dirs and ``/dev/shm``; ``/dev`` and ``/proc`` as devices and
   procfs need). With or without it: no TCP connect to the database's port (when the
   database is on TCP), and (ABI 6) no signal to, and no abstract unix socket of, a process
-  outside the attempt's domain. Landlock forbids mounting once a domain limits the
+  outside the attempt's domain. (Landlock alone cannot take one file out of ``/etc``: there
+  the mapping is protected by its mode, 0600, which ``isolate doctor`` checks.) Landlock
+  forbids mounting once a domain limits the
   filesystem, so under bubblewrap only the network and scope layer is applied, before
   ``bwrap`` runs.
 
@@ -36,7 +39,7 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -45,7 +48,7 @@ from sqlalchemy.exc import ArgumentError
 from isolate.config import Config, Settings
 from isolate.errors import IsolateError
 from isolate.hostcaps import bubblewrap, landlock_abi
-from isolate.tenancy import Tenant
+from isolate.tenancy import Tenant, tenants_path
 from localexec import landlock
 
 MODES = ("auto", "required", "off")
@@ -130,12 +133,19 @@ class Sandbox:
     """How one attempt is confined; the default confines nothing beyond a cgroup."""
 
     cgroup: bool = True
-    landlock: bool = False
+    landlock: int = 0
+    """The Landlock ABI the task process uses (0: none)."""
     bwrap: Path | None = None
     network: bool = True
     read_only: tuple[Path, ...] = ()
     writable: tuple[Path, ...] = ()
     denied_ports: tuple[int, ...] = ()
+    hidden: tuple[Path, ...] = ()
+    """Files under the system paths a bubblewrapped task must not read (the mapping)."""
+
+    @property
+    def filters_tcp(self) -> bool:
+        return self.landlock >= 4 and self.network and bool(self.denied_ports)
 
     def describe(self) -> str:
         """One line for the attempt's log header."""
@@ -145,9 +155,11 @@ class Sandbox:
             parts.append(f"bubblewrap ({net}, own /proc and /tmp)")
         if self.landlock:
             what = ["filesystem"] if self.bwrap is None else []
-            if self.denied_ports and self.network:
+            if self.filters_tcp:
                 what.append("no TCP to port " + ", ".join(map(str, self.denied_ports)))
-            parts.append(f"landlock ({', '.join(what) or 'scopes'})")
+            if self.landlock >= 6:
+                what.append("scopes")
+            parts.append(f"landlock ({', '.join(what)})")
         return "; ".join(parts) or "none"
 
     def filesystem_rules(self) -> list[tuple[Path, int]]:
@@ -172,6 +184,8 @@ class Sandbox:
                 argv += ["--ro-bind", str(path), str(path)]
         argv += ["--ro-bind-try", "/sys", "/sys", "--proc", "/proc", "--dev", "/dev"]
         argv += ["--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]  # noqa: S108 - the sandbox's own
+        for path in self.hidden:
+            argv += ["--ro-bind", os.devnull, str(path)]
         # Parents before children: a bind under /tmp goes onto the fresh tmpfs.
         binds = [(p, "--ro-bind-try") for p in self.read_only]
         binds += [(p, "--bind") for p in self.writable]
@@ -197,22 +211,32 @@ def sandbox_for(
         config.envcache_dir / "objects" / "trees",
         Path(os.path.realpath(python)).parent.parent,
         *shared,
+        *_resolver_dirs(),
     )
-    read_only = tuple(
-        dict.fromkeys(
-            path
-            for path in candidates
-            if not any(path == top or top in path.parents for top in SYSTEM_PATHS)
-        )
-    )
+    read_only = tuple(dict.fromkeys(path for path in candidates if not _under_system(path)))
+    mapping = tenants_path(config)
     return resolve(
         wanted_hardening(config.settings, tenant),
         host,
         read_only=read_only,
         writable=(work_root,),
         denied_ports=database_ports(config),
+        hidden=(mapping,) if _under_system(mapping) and mapping.is_file() else (),
         who=f"tenant {tenant.name}" if tenant is not None else "this node",
     )
+
+
+def _under_system(path: Path) -> bool:
+    return any(path == top or top in path.parents for top in SYSTEM_PATHS)
+
+
+def _resolver_dirs() -> tuple[Path, ...]:
+    """Where ``/etc/resolv.conf`` really is when it links out of ``/etc`` (systemd-resolved
+    keeps it under ``/run``): a task with a network must be able to resolve names."""
+    resolv = Path("/etc/resolv.conf")
+    if not resolv.is_symlink():
+        return ()
+    return (Path(os.path.realpath(resolv)).parent,)
 
 
 def resolve(
@@ -222,6 +246,7 @@ def resolve(
     read_only: tuple[Path, ...],
     writable: tuple[Path, ...],
     denied_ports: tuple[int, ...] = (),
+    hidden: tuple[Path, ...] = (),
     who: str = "this node",
 ) -> Sandbox:
     """The :class:`Sandbox` for ``want`` on ``host``; raises :class:`HardeningUnavailable`
@@ -239,15 +264,19 @@ def resolve(
             "the task does not start (an admin can install it, or change the mode)"
         )
     bwrap = host.bwrap if want.bubblewrap != "off" else None
-    return Sandbox(
+    confined = Sandbox(
         cgroup=want.cgroup != "off" and host.cgroups,
-        landlock=want.landlock != "off" and host.landlock_abi > 0,
+        landlock=host.landlock_abi if want.landlock != "off" else 0,
         bwrap=bwrap,
         network=want.network if bwrap is not None else True,
         read_only=read_only,
         writable=writable,
         denied_ports=denied_ports,
+        hidden=hidden if bwrap is not None else (),
     )
+    if confined.bwrap is not None and not (confined.filters_tcp or confined.landlock >= 6):
+        confined = replace(confined, landlock=0)  # nothing left for Landlock to do
+    return confined
 
 
 # The network and scope rulesets of this process, by denied ports (see layers_for).
@@ -262,9 +291,9 @@ def layers_for(sandbox: Sandbox) -> list[int]:
     Called from the thread that forks."""
     if not sandbox.landlock:
         return []
-    ports = sandbox.denied_ports if sandbox.network else ()
+    ports = sandbox.denied_ports if sandbox.filters_tcp else ()
     if ports not in _network_layers:
-        _network_layers[ports] = landlock.scope_and_tcp_ruleset(landlock_abi(), ports)
+        _network_layers[ports] = landlock.scope_and_tcp_ruleset(sandbox.landlock, ports)
     fd = _network_layers[ports]
     return [] if fd is None else [fd]
 
@@ -278,7 +307,7 @@ def confine(sandbox: Sandbox, layers: list[int]) -> list[str]:
     built = -1
     try:
         if sandbox.landlock and sandbox.bwrap is None:
-            built = landlock.filesystem_ruleset(landlock_abi(), sandbox.filesystem_rules())
+            built = landlock.filesystem_ruleset(sandbox.landlock, sandbox.filesystem_rules())
             rulesets.append(built)
         if rulesets:
             landlock.restrict_self(rulesets)

@@ -2,13 +2,30 @@
 # Runs everything CI runs: ruff, mypy (strict) and the pytest suite, each in its own tox env.
 # Needs only python3.11 (with venv) on PATH; tox is installed into .tox-bootstrap/ on first use.
 # The store tests also run against PostgreSQL and MariaDB when they listen on their usual
-# loopback ports (or set ISOLATE_TEST_DATABASE_URLS yourself).
+# loopback ports (or set ISOLATE_TEST_DATABASE_URLS yourself). As root on Debian/Ubuntu it
+# installs bubblewrap (apt-get) when bwrap is missing, for the sandbox tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3.11}
 if [ ! -x .tox-bootstrap/bin/tox ]; then
     "$python" -m venv .tox-bootstrap
     .tox-bootstrap/bin/pip install --quiet --disable-pip-version-check "tox>=4.14" "tox-uv>=1.9"
+fi
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+}
+if ! command -v bwrap >/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        echo "test.sh: bwrap is missing: apt-get install bubblewrap"
+        # A fresh machine may have no package lists yet: update them once and try again.
+        if ! apt_install bubblewrap \
+            && ! { apt-get update -q >/dev/null && apt_install bubblewrap; }; then
+            echo "test.sh: bubblewrap could not be installed: its tests will be skipped"
+        fi
+    else
+        echo "test.sh: bwrap is not installed (as root: apt-get install bubblewrap):" \
+            "its tests will be skipped"
+    fi
 fi
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if [ -z "${ISOLATE_TEST_DATABASE_URLS+set}" ]; then

@@ -27,11 +27,66 @@ from isolate.config import load_config
 from isolate.errors import ValidationError
 from isolate.format import load_document
 from isolate.home import open_store
+from localexec.sandbox import HostSandbox
 from localexec.scheduler import Scheduler
 from tests.conftest import PYTHON, write_folder
 from tests.osusers import clear_isolate_env, os_users
 
 A, B = "isoadv-a", "isoadv-b"
+SUID = Path("/usr/local/bin/isoadv-suid-id")
+HOST = HostSandbox.detect(cgroups=False, cgroups_finding="")
+# How each attack ends, by the confinement tasks get: "denied" is EACCES/EPERM, an errno
+# name what else the call failed with. Hidden (ENOENT) under bubblewrap, whose tasks see
+# neither the store nor the logs, nor any process but their own (pid 1 is their sandbox's).
+UNSANDBOXED = {
+    "read_other_tenant": {"log": "denied", "work": "denied", "bundle": "denied"},
+    "read_node_secrets": {
+        "database": "denied",
+        "wal": ("denied", "ENOENT"),
+        "config": "denied",
+        "mapping": "denied",
+        "supervisor_environ": "denied",
+        "environment": [],
+    },
+    "write_code": {"pth": "denied", "env_bin": "denied", "bundle": "denied"},
+    "kill": {
+        "found_b": True,
+        "kill_b": "denied",
+        "kill_scheduler": "denied",
+        "kill_init": "denied",
+    },
+    "plant_links": {"next_log": "denied", "callback_work": "denied"},
+    "setuid_0": "denied",
+}
+EXPECTED: dict[str, dict[str, Any]] = {
+    "users": UNSANDBOXED,
+    "landlock": UNSANDBOXED,
+    "bubblewrap": {
+        "read_other_tenant": {"log": "ENOENT", "work": "denied", "bundle": "denied"},
+        "read_node_secrets": {
+            "database": "ENOENT",
+            "wal": "ENOENT",
+            "config": "ENOENT",
+            "mapping": "ENOENT",
+            "supervisor_environ": "ENOENT",
+            "environment": [],
+        },
+        "write_code": {"pth": "EROFS", "env_bin": "EROFS", "bundle": "EROFS"},
+        "kill": {
+            "found_b": False,
+            "kill_b": None,
+            "kill_scheduler": "ESRCH",
+            "kill_init": "allowed",
+        },
+        "plant_links": {"next_log": "ENOENT", "callback_work": "denied"},
+        "setuid_0": "EINVAL",  # uid 0 is not even mapped in the task's user namespace
+    },
+}
+SETTINGS = {
+    "users": {"ISOLATE_LANDLOCK": "off", "ISOLATE_BUBBLEWRAP": "off"},
+    "landlock": {"ISOLATE_LANDLOCK": "required", "ISOLATE_BUBBLEWRAP": "off"},
+    "bubblewrap": {"ISOLATE_LANDLOCK": "auto", "ISOLATE_BUBBLEWRAP": "required"},
+}
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the attacks need two real users")
 
@@ -80,6 +135,7 @@ ATTACKS = """
     B_RUN = {b_run!r}
     B_UID = {b_uid}
     SUID = {suid!r}
+    SCHEDULER = {scheduler}
 
     def attempt(fn):
         try:
@@ -112,7 +168,7 @@ ATTACKS = """
             "wal": read(db + "-wal"),
             "config": read(f"{{HOME}}/isolate.toml"),
             "mapping": read({mapping!r}),
-            "supervisor_environ": read(f"/proc/{{os.getppid()}}/environ"),
+            "supervisor_environ": read(f"/proc/{{SCHEDULER}}/environ"),
             "environment": sorted(k for k in os.environ if "DATABASE" in k or "SECRET" in k),
         }}
 
@@ -164,7 +220,7 @@ ATTACKS = """
         return {{
             "found_b": bool(victims),
             "kill_b": [attempt(lambda p=p: os.kill(p, signal.SIGKILL)) for p in victims],
-            "kill_scheduler": attempt(lambda: os.kill(os.getppid(), signal.SIGTERM)),
+            "kill_scheduler": attempt(lambda: os.kill(SCHEDULER, signal.SIGTERM)),
             "kill_init": attempt(lambda: os.kill(1, signal.SIGTERM)),
         }}
 
@@ -233,10 +289,10 @@ def node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     mapping = base / "etc" / "tenants.toml"
     mapping.write_text(MAPPING)
     os.chmod(mapping, 0o600)
-    # A setuid-root program the tasks can run: no_new_privs must keep it powerless.
-    suid = base / "suid-id"
-    shutil.copy("/usr/bin/id", suid)
-    os.chmod(suid, 0o4755)
+    # A setuid-root program the tasks can run (under /usr, so every sandbox has it):
+    # no_new_privs must keep it powerless.
+    shutil.copy("/usr/bin/id", SUID)
+    os.chmod(SUID, 0o4755)
     clear_isolate_env(monkeypatch)
     monkeypatch.setenv("ISOLATE_HOME", str(base / "home"))
     monkeypatch.setenv("ISOLATE_OFFLINE", "true")
@@ -247,6 +303,7 @@ def node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     try:
         yield base
     finally:
+        SUID.unlink(missing_ok=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -260,9 +317,29 @@ def tasks_of(run_id: str) -> dict[str, dict[str, Any]]:
     return {t["task_id"]: t for t in cli("runs", "show", run_id)["tasks"]}
 
 
+def matches(seen: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether each value seen is the expected one (or one of an expected tuple)."""
+    return seen.keys() == expected.keys() and all(
+        seen[k] in want if isinstance(want, tuple) else seen[k] == want
+        for k, want in expected.items()
+    )
+
+
+@pytest.mark.parametrize("mode", ["users", "landlock", "bubblewrap"])
 def test_tenant_a_attacks_tenant_b_and_the_node(
-    node: Path, users: dict[str, pwd.struct_passwd]
+    node: Path,
+    users: dict[str, pwd.struct_passwd],
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
 ) -> None:
+    """The same attacks with the OS users alone, with Landlock, and with bubblewrap."""
+    if mode == "landlock" and HOST.landlock_abi == 0:
+        pytest.skip("Landlock is not available in this kernel")
+    if mode == "bubblewrap" and HOST.bwrap is None:
+        pytest.skip(f"bubblewrap cannot be used here: {HOST.bwrap_finding}")
+    for name, value in SETTINGS[mode].items():
+        monkeypatch.setenv(name, value)
+    expected = EXPECTED[mode]
     home = node / "home"
     cli("push", str(write_folder(node / "src" / "victim", {"dag.py": VICTIM})))
     b_run = cli("trigger", "b.victim")["run_id"]
@@ -270,7 +347,8 @@ def test_tenant_a_attacks_tenant_b_and_the_node(
         home=str(home),
         b_run=b_run,
         b_uid=users[B].pw_uid,
-        suid=str(node / "suid-id"),
+        suid=str(SUID),
+        scheduler=os.getpid(),
         mapping=str(node / "etc" / "tenants.toml"),
     )
     cli("push", str(write_folder(node / "src" / "attacks", {"dag.py": source})))
@@ -289,30 +367,24 @@ def test_tenant_a_attacks_tenant_b_and_the_node(
     attacks = tasks_of(a_run)
     seen = {task_id: t["xcom"] for task_id, t in attacks.items()}
     assert {t["run_as"] for t in attacks.values()} == {A}
-    assert seen["read_other_tenant"] == {"log": "denied", "work": "denied", "bundle": "denied"}
-    secrets = seen["read_node_secrets"]
-    assert secrets == {
-        "database": "denied",
-        "wal": secrets["wal"] if secrets["wal"] == "ENOENT" else "denied",
-        "config": "denied",
-        "mapping": "denied",
-        "supervisor_environ": "denied",
-        "environment": [],
-    }
-    assert seen["write_code"] == {"pth": "denied", "env_bin": "denied", "bundle": "denied"}
+    for attack in ("read_other_tenant", "read_node_secrets", "write_code", "plant_links"):
+        assert matches(seen[attack], expected[attack]), (attack, seen[attack])
     root = seen["regain_root"]
-    assert (root["setuid"], root["setgid"]) == ("denied", "denied")
+    assert (root["setuid"], root["setgid"]) == (expected["setuid_0"],) * 2
     assert root["suid_binary_euid"] == root["uid"] == users[A].pw_uid  # no_new_privs
     fds = seen["inherited_fds"]
     assert set(fds) >= {"0", "1", "2"} and len(fds) <= 5  # stdio, the result pipe, listdir
     assert not [t for t in fds.values() if "isolate.db" in t or t.startswith("socket:")]
-    signals = seen["signal_others"]
-    assert signals["found_b"] and set(signals["kill_b"]) == {"denied"}
-    assert (signals["kill_scheduler"], signals["kill_init"]) == ("denied", "denied")
+    signals, kill = seen["signal_others"], expected["kill"]
+    assert signals["found_b"] is kill["found_b"]
+    assert set(signals["kill_b"]) == ({kill["kill_b"]} if kill["found_b"] else set())
+    assert (signals["kill_scheduler"], signals["kill_init"]) == (
+        kill["kill_scheduler"],
+        kill["kill_init"],
+    )
     bomb = seen["fork_bomb"]
     assert bomb["refused"] > 0 and bomb["started"] < 40  # the tenant's processes = 40
     assert seen["eat_memory"] == "MemoryError"  # the tenant's memory = 512M
-    assert seen["plant_links"] == {"next_log": "denied", "callback_work": "denied"}
     escape = attacks["escape"]
     assert escape["state"] == "failed" and "timed out" in escape["outcome"]
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "37"]]

@@ -1,10 +1,16 @@
-"""isolate doctor: a fresh home passes; loosened permissions and a bad interpreter fail."""
+"""isolate doctor: a fresh home passes; loosened permissions, a bad interpreter and a
+hardening that is required but missing fail."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
+
+import pytest
+
+from isolate import doctor, hostcaps
 
 
 def findings(cli, expect: int = 0) -> dict[str, dict]:
@@ -20,6 +26,62 @@ def test_a_fresh_home_has_no_failures(cli, home: Path) -> None:
     assert found["interpreter"]["status"] == "ok"
     assert found["tenants"]["status"] == "warn"  # no mapping: single-user node
     assert {"cgroup v2", "landlock", "bubblewrap"} <= set(found)
+
+
+def test_hardening_is_reported_as_the_host_offers_it(cli, home: Path) -> None:
+    found = findings(cli)
+    usable, cgroups = hostcaps.probe()
+    assert found["cgroup v2"]["status"] == ("ok" if usable else "warn")
+    assert cgroups in found["cgroup v2"]["detail"]
+    abi = hostcaps.landlock_abi()
+    assert found["landlock"]["status"] == ("ok" if abi else "warn")
+    assert hostcaps.describe_landlock(abi) in found["landlock"]["detail"]
+    bwrap, finding = hostcaps.bubblewrap()
+    assert found["bubblewrap"]["status"] == ("ok" if bwrap else "warn")
+    assert finding in found["bubblewrap"]["detail"]
+
+
+def without_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make bwrap seem not installed, to the real probe."""
+    which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda name, *a, **kw: None if name == "bwrap" else which(name, *a, **kw)
+    )
+
+
+def test_bubblewrap_required_but_missing_fails(cli, home: Path, monkeypatch) -> None:
+    without_bwrap(monkeypatch)
+    assert findings(cli)["bubblewrap"] == {
+        "check": "bubblewrap",
+        "status": "warn",
+        "detail": "not used: bwrap not installed (Debian/Ubuntu: apt-get install bubblewrap)",
+    }
+    monkeypatch.setenv("ISOLATE_BUBBLEWRAP", "required")
+    found = findings(cli, expect=1)["bubblewrap"]
+    assert found["status"] == "fail"
+    assert "required by the node's settings" in found["detail"]
+    assert "bwrap not installed" in found["detail"]
+    monkeypatch.setenv("ISOLATE_BUBBLEWRAP", "off")
+    found = findings(cli)["bubblewrap"]
+    assert found["status"] == "warn" and found["detail"].startswith("off in the settings")
+
+
+def test_landlock_required_but_missing_fails(cli, home: Path, monkeypatch) -> None:
+    monkeypatch.setattr(doctor, "landlock_abi", lambda: 0)
+    monkeypatch.setenv("ISOLATE_LANDLOCK", "required")
+    found = findings(cli, expect=1)["landlock"]
+    assert found["status"] == "fail"
+    assert hostcaps.describe_landlock(0) in found["detail"]
+
+
+def test_off_in_the_settings_is_said(cli, home: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ISOLATE_LANDLOCK", "false")
+    monkeypatch.setenv("ISOLATE_CGROUPS", "off")
+    found = findings(cli)
+    abi = hostcaps.landlock_abi()
+    assert found["landlock"]["status"] == ("ok" if abi else "warn")
+    assert found["landlock"]["detail"].startswith("off in the settings")
+    assert found["cgroup v2"]["detail"].startswith("off in the settings")
 
 
 def test_loosened_permissions_fail(cli, home: Path, make_folder) -> None:
@@ -39,8 +101,6 @@ def test_an_interpreter_task_users_cannot_run_fails(cli, home: Path, monkeypatch
     pyenv = Path("/root/.pyenv/versions")
     candidates = sorted(pyenv.glob("3.*/bin/python3")) if pyenv.is_dir() else []
     if not candidates:
-        import pytest
-
         pytest.skip("no interpreter under root's 0700 home on this machine")
     monkeypatch.setenv("ISOLATE_ENV_PYTHON", str(candidates[0]))
     found = findings(cli, expect=1)
@@ -49,8 +109,6 @@ def test_an_interpreter_task_users_cannot_run_fails(cli, home: Path, monkeypatch
 
 def test_a_mapping_every_user_can_read_is_a_warning(cli, home: Path, tmp_path, monkeypatch) -> None:
     if os.geteuid() != 0:
-        import pytest
-
         pytest.skip("a valid mapping names real users, made by root")
     from tests.osusers import os_users
 
@@ -65,3 +123,25 @@ def test_a_mapping_every_user_can_read_is_a_warning(cli, home: Path, tmp_path, m
         assert found["status"] == "warn" and "readable by every user" in found["detail"]
         os.chmod(mapping, 0o600)
         assert findings(cli)["tenants"]["status"] == "ok"
+
+
+def test_a_tenant_requiring_what_the_host_lacks_fails(
+    cli, home: Path, tmp_path, monkeypatch
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a valid mapping names real users, made by root")
+    from tests.osusers import os_users
+
+    without_bwrap(monkeypatch)
+    with os_users("isodoc-run") as _users:
+        mapping = tmp_path / "tenants.toml"
+        mapping.write_text(
+            '[[tenant]]\nname = "t"\ndags = ["t.*"]\npushers = ["root"]\n'
+            'run_as = "isodoc-run"\nhardening = { bubblewrap = "required" }\n'
+        )
+        os.chmod(mapping, 0o600)
+        monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(mapping))
+        found = findings(cli, expect=1)
+        assert found["tenants"]["status"] == "ok"
+        assert found["bubblewrap"]["status"] == "fail"
+        assert "required by tenant t, but not available" in found["bubblewrap"]["detail"]
