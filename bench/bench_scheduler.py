@@ -166,20 +166,38 @@ def main() -> None:
             'from isolate import DAG, CommandTask\nwith DAG("many"):\n' + many + "\n",
         )
         config = load_config(home)
-        cold_config = dataclasses.replace(
-            config, settings=dataclasses.replace(config.settings, warm_starts=False)
-        )
+
+        def variant(**settings: Any) -> Any:
+            return dataclasses.replace(
+                config, settings=dataclasses.replace(config.settings, **settings)
+            )
+
+        # The default confines tasks with whatever the host has (bubblewrap and Landlock
+        # here, when installed); the variants turn them off to show what each costs.
+        cold_config = variant(warm_starts=False)
+        landlock_config = variant(bubblewrap="off")
+        bare_config = variant(bubblewrap="off", landlock="off")
         samples: dict[str, list[float]] = defaultdict(list)
         with open_store(config) as store:
             stamps = Stamps(store)
             with (
                 Scheduler(config, store, parallelism=1, poll_interval=0.005) as one,
                 Scheduler(cold_config, store, parallelism=1, poll_interval=0.005) as cold,
+                Scheduler(landlock_config, store, parallelism=1, poll_interval=0.005) as ll,
+                Scheduler(bare_config, store, parallelism=1, poll_interval=0.005) as unconfined,
             ):
                 # Warm-up: env built, bundle extracted, runtime installed, a spare started.
-                for scheduler, dag_id in ((one, "noop_py"), (one, "noop_cmd"), (cold, "noop_py")):
+                for scheduler, dag_id in (
+                    (one, "noop_py"),
+                    (one, "noop_cmd"),
+                    (cold, "noop_py"),
+                    (ll, "noop_py"),
+                    (unconfined, "noop_py"),
+                    (unconfined, "noop_cmd"),
+                ):
                     run_once(scheduler, dag_id, stamps)
                 python = str(next((home / "envcache" / "envs").iterdir()) / "bin" / "python")
+                sandbox = one.sandbox(None, Path(python)).describe()
                 # Interleaved, so that a slower moment of the machine weighs on every figure.
                 for _ in range(args.repeat):
                     samples["bare"].append(bare_start(python))
@@ -187,6 +205,9 @@ def main() -> None:
                         ("py", one, "noop_py"),
                         ("cmd", one, "noop_cmd"),
                         ("py_cold", cold, "noop_py"),
+                        ("py_landlock", ll, "noop_py"),
+                        ("py_unconfined", unconfined, "noop_py"),
+                        ("cmd_unconfined", unconfined, "noop_cmd"),
                     ):
                         run_s, task_s = run_once(scheduler, dag_id, stamps)
                         samples[f"{name}_run"].append(run_s)
@@ -197,13 +218,21 @@ def main() -> None:
             statistics.median(samples[name])
             for name in ("bare", "py", "py_cold", "cmd", "py_run", "cmd_run")
         )
+        py_landlock, py_unconfined, cmd_unconfined = (
+            statistics.median(samples[name])
+            for name in ("py_landlock", "py_unconfined", "cmd_unconfined")
+        )
     print(f"median of {args.repeat}; env python {python}")
+    print(f"default sandbox here: {sandbox}")
     print(f"{'bare `python -I -c pass`':<32} {bare * 1e3:8.1f} ms   1.0x")
     rows = [
         ("no-op task: queued to success recorded (the issue's measure):", None, ""),
         ("  python task", py_task, "  (target <= 2x)"),
         ("  python task, warm starts off", py_cold, ""),
         ("  command task", cmd_task, "  (target <= 2x)"),
+        ("  python task, Landlock only", py_landlock, ""),
+        ("  python task, no sandbox", py_unconfined, ""),
+        ("  command task, no sandbox", cmd_unconfined, ""),
         ("no-op task: run queued to run success recorded (3 ticks, 2 more commits):", None, ""),
         ("  python task", py, ""),
         ("  command task", cmd, ""),

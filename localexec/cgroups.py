@@ -35,6 +35,9 @@ from isolate.hostcaps import CGROUP_ROOT, unified_hierarchy
 from isolate.model import Limits
 
 _KILL_WAIT = 5.0
+# Executors of this process using each node's parents: the last to close removes them (a
+# bench or test may run several schedulers on one home at once).
+_users: dict[Path, int] = {}
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ def detect(home: Path, root: Path = CGROUP_ROOT) -> tuple[Hierarchies | None, st
     pids = _controller(unified, parent, "pids", root / "pids", name)
     memory = _controller(unified, parent, "memory", root / "memory", name)
     found = Hierarchies(parent, pids, memory)
+    _users[found.unified] = _users.get(found.unified, 0) + 1
     return found, found.describe()
 
 
@@ -185,7 +189,11 @@ def sweep(where: Hierarchies) -> int:
     """Remove the empty attempt cgroups a killed scheduler left; returns how many."""
     removed = 0
     for parent in where.parents():
-        for child in parent.iterdir():
+        try:
+            children = list(parent.iterdir())
+        except FileNotFoundError:
+            continue
+        for child in children:
             if child.is_dir():
                 try:
                     child.rmdir()
@@ -196,8 +204,14 @@ def sweep(where: Hierarchies) -> int:
 
 
 def release(where: Hierarchies) -> None:
-    """At the scheduler's end: remove the parents if no attempt cgroup is left in them."""
+    """At the scheduler's end: remove the parents if no attempt cgroup is left in them and
+    no other executor of this process uses them."""
     sweep(where)
+    left = _users.get(where.unified, 1) - 1
+    if left > 0:
+        _users[where.unified] = left
+        return
+    _users.pop(where.unified, None)
     for parent in where.parents():
         with contextlib.suppress(OSError):
             parent.rmdir()
