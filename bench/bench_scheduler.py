@@ -177,6 +177,7 @@ def main() -> None:
         cold_config = variant(warm_starts=False)
         landlock_config = variant(bubblewrap="off")
         bare_config = variant(bubblewrap="off", landlock="off")
+        nothing_config = variant(bubblewrap="off", landlock="off", cgroups="off")
         samples: dict[str, list[float]] = defaultdict(list)
         with open_store(config) as store:
             stamps = Stamps(store)
@@ -185,6 +186,7 @@ def main() -> None:
                 Scheduler(cold_config, store, parallelism=1, poll_interval=0.005) as cold,
                 Scheduler(landlock_config, store, parallelism=1, poll_interval=0.005) as ll,
                 Scheduler(bare_config, store, parallelism=1, poll_interval=0.005) as unconfined,
+                Scheduler(nothing_config, store, parallelism=1, poll_interval=0.005) as nothing,
             ):
                 # Warm-up: env built, bundle extracted, runtime installed, a spare started.
                 for scheduler, dag_id in (
@@ -194,6 +196,7 @@ def main() -> None:
                     (ll, "noop_py"),
                     (unconfined, "noop_py"),
                     (unconfined, "noop_cmd"),
+                    (nothing, "noop_py"),
                 ):
                     run_once(scheduler, dag_id, stamps)
                 python = str(next((home / "envcache" / "envs").iterdir()) / "bin" / "python")
@@ -208,19 +211,22 @@ def main() -> None:
                         ("py_landlock", ll, "noop_py"),
                         ("py_unconfined", unconfined, "noop_py"),
                         ("cmd_unconfined", unconfined, "noop_cmd"),
+                        ("py_nothing", nothing, "noop_py"),
                     ):
                         run_s, task_s = run_once(scheduler, dag_id, stamps)
                         samples[f"{name}_run"].append(run_s)
                         samples[name].append(task_s)
             with Scheduler(config, store, parallelism=2, poll_interval=0.005) as two:
                 many_s, _ = run_once(two, "many", stamps, task_id=None)
+            with Scheduler(nothing_config, store, parallelism=2, poll_interval=0.005) as two:
+                many_bare_s, _ = run_once(two, "many", stamps, task_id=None)
         bare, py_task, py_cold, cmd_task, py, cmd = (
             statistics.median(samples[name])
             for name in ("bare", "py", "py_cold", "cmd", "py_run", "cmd_run")
         )
-        py_landlock, py_unconfined, cmd_unconfined = (
+        py_landlock, py_unconfined, cmd_unconfined, py_nothing = (
             statistics.median(samples[name])
-            for name in ("py_landlock", "py_unconfined", "cmd_unconfined")
+            for name in ("py_landlock", "py_unconfined", "cmd_unconfined", "py_nothing")
         )
     print(f"median of {args.repeat}; env python {python}")
     print(f"default sandbox here: {sandbox}")
@@ -233,6 +239,7 @@ def main() -> None:
         ("  python task, Landlock only", py_landlock, ""),
         ("  python task, no sandbox", py_unconfined, ""),
         ("  command task, no sandbox", cmd_unconfined, ""),
+        ("  python task, no sandbox, no cgroup", py_nothing, ""),
         ("no-op task: run queued to run success recorded (3 ticks, 2 more commits):", None, ""),
         ("  python task", py, ""),
         ("  command task", cmd, ""),
@@ -242,9 +249,10 @@ def main() -> None:
             print(label)
         else:
             print(f"{label:<32} {seconds * 1e3:8.1f} ms {seconds / bare:5.1f}x{note}")
-    rate = args.tasks / many_s
-    print(f"{args.tasks} no-op tasks, parallelism 2: {many_s:.1f} s, {rate:.1f} tasks/s", end="")
-    print(" (target >= 40)")
+    for label, seconds in (("", many_s), (", no sandbox, no cgroup", many_bare_s)):
+        rate = args.tasks / seconds
+        print(f"{args.tasks} no-op command tasks, parallelism 2{label}: ", end="")
+        print(f"{seconds:.1f} s, {rate:.1f} tasks/s (target >= 40)")
     big = decisions(10_000, 1)
     small = decisions(10, 1000)
     print(f"plan one 10,000-task run: {big * 1e3:.0f} ms")

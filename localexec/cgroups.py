@@ -35,6 +35,8 @@ from isolate.hostcaps import CGROUP_ROOT, unified_hierarchy
 from isolate.model import Limits
 
 _KILL_WAIT = 5.0
+_FIRST_PAUSE = 0.0005
+_MAX_PAUSE = 0.02
 # Executors of this process using each node's parents: the last to close removes them (a
 # bench or test may run several schedulers on one home at once).
 _users: dict[Path, int] = {}
@@ -161,17 +163,20 @@ class AttemptCgroup:
                 with contextlib.suppress(OSError):
                     (path / "cgroup.kill").write_text("1")
         deadline = time.monotonic() + _KILL_WAIT
+        pause = _FIRST_PAUSE
         while (left := self.pids()) and time.monotonic() < deadline:
             for pid in left:  # a v1-only member, or one forked while the kill went on
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            time.sleep(0.01)
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
 
     def remove(self) -> None:
         """Kill what is left, then remove the cgroups (an emptied cgroup goes at once)."""
         self.kill()
         for path in self.dirs:
             deadline = time.monotonic() + _KILL_WAIT
+            pause = _FIRST_PAUSE
             while True:
                 try:
                     path.rmdir()
@@ -181,7 +186,9 @@ class AttemptCgroup:
                 except OSError:
                     if time.monotonic() >= deadline:
                         break  # a zombie not yet reaped by its parent; swept at next start
-                    time.sleep(0.01)
+                    # Killed processes leave within a millisecond or two: poll fast first.
+                    time.sleep(pause)
+                    pause = min(pause * 2, _MAX_PAUSE)
         self.dirs = []
 
 

@@ -65,19 +65,18 @@ class Executor(Generic[K]):
         return running
 
     def _start(self, attempt: Attempt) -> Running:
-        """A warm start in a spare when there is one for the attempt, else a cold start; in
-        a cgroup of its own where the node has them."""
+        """A warm start in a spare when there is one for the attempt (it is in its cgroup
+        already), else a cold start, in a new cgroup where the node has them."""
+        if self.spares is not None and warm_start_possible(attempt):
+            spare = self.spares.take(SpareKind.of(attempt))
+            if spare is not None:
+                gid = supervisor.reader_gid(attempt)
+                running = start_warm(attempt, spare, reader_gid=gid)
+                if running is not None:
+                    return running
         cgroup = self.cgroup_for(attempt)
-        layers = layers_for(attempt.sandbox)
         try:
-            if self.spares is not None and warm_start_possible(attempt):
-                spare = self.spares.take(SpareKind.of(attempt))
-                if spare is not None:
-                    gid = supervisor.reader_gid(attempt)
-                    running = start_warm(attempt, spare, reader_gid=gid, cgroup=cgroup)
-                    if running is not None:
-                        return running
-            return supervisor.start(attempt, cgroup=cgroup, layers=layers)
+            return supervisor.start(attempt, cgroup=cgroup, layers=layers_for(attempt.sandbox))
         except BaseException:
             if cgroup is not None:
                 cgroup.remove()

@@ -87,11 +87,11 @@ class Scheduler:
         self.poll_interval = poll_interval
         self.workspace = Workspace(config)
         self.envs = EnvResolver(config)
-        spares = SparePool(parallelism) if config.settings.warm_starts else None
         # Detected whatever the node's settings say: a tenant's hardening may override them.
         cgroups, finding = detect(config.home)
         if cgroups is not None:
             sweep(cgroups)  # what a killed scheduler left empty
+        spares = SparePool(parallelism, cgroups=cgroups) if config.settings.warm_starts else None
         self.host = HostSandbox.detect(cgroups=cgroups is not None, cgroups_finding=finding)
         self.executor: Executor[TaskKey] = Executor(parallelism, spares=spares, cgroups=cgroups)
         self.tenants = TenantWatch(config, store)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import secrets
 import signal
 import socket
 import time
@@ -49,7 +50,7 @@ import psutil
 from isolate.model import Limits
 from localexec.attempt import Attempt, Running
 from localexec.bootstrap import SPARE_FD_VAR
-from localexec.cgroups import AttemptCgroup
+from localexec.cgroups import AttemptCgroup, Hierarchies
 from localexec.child import (
     EXIT_SETUP_FAILED,
     above_stdio,
@@ -99,6 +100,8 @@ class Spare:
     start_time: float
     control: socket.socket = field(repr=False)
     born: float = 0.0
+    cgroup: AttemptCgroup | None = None
+    """The cgroup of the attempt it will serve, joined when it started."""
 
     def alive(self) -> bool:
         """Whether it still waits (reaps it if it has exited)."""
@@ -110,6 +113,8 @@ class Spare:
 
     def processes(self) -> list[int]:
         """Its pid and its descendants' (bubblewrap forks the interpreter)."""
+        if self.cgroup is not None:
+            return sorted(self.cgroup.pids() | {self.pid})
         try:
             children = psutil.Process(self.pid).children(recursive=True)
         except psutil.Error:
@@ -124,6 +129,9 @@ class Spare:
                 send(target, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
 
 
 def warm_start_possible(attempt: Attempt) -> bool:
@@ -135,8 +143,9 @@ def warm_start_possible(attempt: Attempt) -> bool:
     return not any(has_template(value) for value in fields)
 
 
-def spawn(kind: SpareKind) -> Spare:
-    """Start a spare of ``kind``; it is ready once its interpreter has started."""
+def spawn(kind: SpareKind, cgroup: AttemptCgroup | None = None) -> Spare:
+    """Start a spare of ``kind`` in ``cgroup`` (created for the attempt it will serve: joining
+    now costs the hand-over nothing); it is ready once its interpreter has started."""
     layers = layers_for(kind.sandbox)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     supervisor = os.getpid()
@@ -149,6 +158,8 @@ def spawn(kind: SpareKind) -> Spare:
     if pid == 0:
         try:
             ours.close()
+            if cgroup is not None:
+                cgroup.join()
             _spare_main(kind, theirs.detach(), supervisor, layers)
         finally:
             os._exit(EXIT_SETUP_FAILED)
@@ -157,7 +168,7 @@ def spawn(kind: SpareKind) -> Spare:
         start_time = psutil.Process(pid).create_time()
     except psutil.Error:
         start_time = 0.0
-    return Spare(kind, pid, start_time, ours, born=time.monotonic())
+    return Spare(kind, pid, start_time, ours, born=time.monotonic(), cgroup=cgroup)
 
 
 def _spare_main(kind: SpareKind, control: int, supervisor: int, layers: list[int]) -> NoReturn:
@@ -189,13 +200,7 @@ def _spare_main(kind: SpareKind, control: int, supervisor: int, layers: list[int
         os._exit(EXIT_SETUP_FAILED)
 
 
-def start_warm(
-    attempt: Attempt,
-    spare: Spare,
-    *,
-    reader_gid: int | None,
-    cgroup: AttemptCgroup | None = None,
-) -> Running | None:
+def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Running | None:
     """Hand ``attempt`` to ``spare``; None if the spare is gone (the caller starts cold).
 
     Nothing is left behind on None: the log file made for the attempt is removed again.
@@ -203,21 +208,13 @@ def start_warm(
     if not spare.alive():
         spare.stop()
         return None
-    # The spare's processes: one, or under bubblewrap bwrap's and the sandboxed
-    # interpreter. All wait for the hand-over: none can fork or leave meanwhile.
-    processes = spare.processes()
     if os.geteuid() == 0:
+        # The spare's processes: one, or under bubblewrap bwrap's and the sandboxed
+        # interpreter. All wait for the hand-over: none can fork or leave meanwhile.
         try:
-            for pid in processes:
+            for pid in spare.processes():
                 os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
         except OSError:  # never let an attempt run at idle priority
-            spare.stop()
-            return None
-    if cgroup is not None:
-        try:
-            for pid in processes:
-                cgroup.add(pid)
-        except OSError:
             spare.stop()
             return None
     started_at = dt.datetime.now(dt.UTC)
@@ -278,16 +275,21 @@ def start_warm(
         _log_fd=log_fd,
         _result_fd=result_r if result_r >= 0 else None,
         _error_fd=error_r,
-        _cgroup=cgroup,
+        _cgroup=spare.cgroup,
     )
 
 
 class SparePool:
     """Idle spares by kind: at most one per kind launched in the last ``idle_seconds``."""
 
-    def __init__(self, capacity: int, *, idle_seconds: float = 60.0) -> None:
+    def __init__(
+        self, capacity: int, *, idle_seconds: float = 60.0, cgroups: Hierarchies | None = None
+    ) -> None:
+        """``cgroups``: the node's, if it has them; each spare of a kind whose sandbox has a
+        cgroup starts in the cgroup of the attempt it will serve."""
         self.capacity = capacity
         self.idle_seconds = idle_seconds
+        self.cgroups = cgroups
         self._idle: dict[SpareKind, Spare] = {}
         self._wanted: dict[SpareKind, float] = {}
 
@@ -311,7 +313,20 @@ class SparePool:
                 spare.stop()
         for kind in keep:
             if start and kind not in self._idle:
-                self._idle[kind] = spawn(kind)
+                cgroup = None
+                if self.cgroups is not None and kind.sandbox.cgroup:
+                    try:
+                        cgroup = AttemptCgroup.create(
+                            self.cgroups, secrets.token_hex(8), kind.limits
+                        )
+                    except OSError:
+                        continue  # no spare: the cold path creates its cgroup, or says why not
+                try:
+                    self._idle[kind] = spawn(kind, cgroup)
+                except BaseException:
+                    if cgroup is not None:
+                        cgroup.remove()
+                    raise
 
     @property
     def idle(self) -> list[Spare]:

@@ -128,13 +128,13 @@ def test_memory_is_capped_in_the_cgroup(hierarchies: Hierarchies) -> None:
         cgroup.remove()
 
 
-def test_a_warm_started_attempt_is_moved_into_its_cgroup(
+def test_a_warm_started_attempt_runs_in_the_cgroup_its_spare_started_in(
     hierarchies: Hierarchies, make_attempt: MakeAttempt
 ) -> None:
     attempt = make_attempt(TASKS, callable="tasks:where")
     cgroup = AttemptCgroup.create(hierarchies, "warm", Limits())
-    spare = spawn(SpareKind.of(attempt))
-    running = start_warm(attempt, spare, reader_gid=None, cgroup=cgroup)
+    spare = spawn(SpareKind.of(attempt), cgroup)
+    running = start_warm(attempt, spare, reader_gid=None)
     assert running is not None
     outcome = wait(running)
     assert outcome.ok, attempt.log_path.read_text()
