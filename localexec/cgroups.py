@@ -11,9 +11,8 @@ to cgroup files, which are root's). Per attempt, under a parent named after the 
   (``limits.memory``): in the v2 hierarchy where those controllers are enabled there, else
   in the cgroup v1 ``pids`` and ``memory`` hierarchies a hybrid host mounts.
 
-The cold path's child joins before it drops its privileges (``join``); a spare, started
-before its attempt existed, is moved in by the supervisor at hand-over, while it is still
-one process. When the attempt's main process has ended (or its time is up), everything left
+The cold path's child joins before it drops its privileges (``join``); so does a spare
+(localexec/spares.py), in a cgroup made for the one attempt it will serve. When the attempt's main process has ended (or its time is up), everything left
 in its cgroup is killed and the cgroup removed.
 
 Detected at start (:func:`detect`) and reported by ``isolate doctor`` (isolate/hostcaps.py);
