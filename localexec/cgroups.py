@@ -12,8 +12,9 @@ to cgroup files, which are root's). Per attempt, under a parent named after the 
   in the cgroup v1 ``pids`` and ``memory`` hierarchies a hybrid host mounts.
 
 The cold path's child joins before it drops its privileges (``join``); so does a spare
-(localexec/spares.py), in a cgroup made for the one attempt it will serve. When the attempt's main process has ended (or its time is up), everything left
-in its cgroup is killed and the cgroup removed.
+(localexec/spares.py), in a cgroup made for the one attempt it will serve. When the
+attempt's main process has ended (or its time is up), everything left in its cgroup is
+killed and the cgroup removed.
 
 Detected at start (:func:`detect`) and reported by ``isolate doctor`` (isolate/hostcaps.py);
 only root can use them. Without them an attempt is what it was before: a process group and
