@@ -58,10 +58,12 @@ class Executor(Generic[K]):
         """Start ``attempt`` now (fork in this thread) and wait for it in the background."""
         running = self._start(attempt)
         self._active[key] = running
-        on_start(running)
+        # Waited for before ``on_start`` runs: if recording the start fails (the database is
+        # down), the outcome still arrives, and the scheduler records both later.
         thread = threading.Thread(target=self._wait, args=(key, running), daemon=True)
         thread.start()
         self._threads.append(thread)
+        on_start(running)
         return running
 
     def _start(self, attempt: Attempt) -> Running:

@@ -11,6 +11,8 @@ settled by the normal rules (their processes are killed if still alive).
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from envcache.errors import EnvCacheError
 from isolate.catalog import stored_version
 from isolate.config import Config
 from isolate.environments import EnvResolver
-from isolate.errors import IsolateError
+from isolate.errors import IsolateError, StoreError
 from isolate.model import DagSpec, TaskSpec
 from isolate.push import current_user
 from isolate.states import ACTIVE_RUN_STATES, RunState, TaskState
@@ -62,6 +64,11 @@ class _Ready:
     tis: dict[str, TaskInstanceRecord]
 
 
+# Pauses between passes while the database is unreachable.
+MIN_OUTAGE_PAUSE = 0.5
+MAX_OUTAGE_PAUSE = 30.0
+
+
 @dataclass
 class _Started:
     """What the scheduler keeps of a running attempt until its outcome is recorded."""
@@ -96,19 +103,46 @@ class Scheduler:
         self.executor: Executor[TaskKey] = Executor(parallelism, spares=spares, cgroups=cgroups)
         self.tenants = TenantWatch(config, store)
         self._started: dict[TaskKey, _Started] = {}
+        self._unrecorded: list[Finished[TaskKey]] = []
         self._specs: dict[tuple[str, int], DagSpec] = {}
         self.user = current_user()
 
     # -- the loop ------------------------------------------------------------------------
 
     def run(self, *, until_idle: bool = False, stop: Callable[[], bool] = lambda: False) -> None:
-        """Tick until ``stop()`` says so or, with ``until_idle``, nothing is left to do."""
-        self.recover()
+        """Tick until ``stop()`` says so or, with ``until_idle``, nothing is left to do.
+
+        The database going away (a restart, a failover) does not end the loop: each pass
+        that fails on it is retried after a pause that doubles up to ``MAX_OUTAGE_PAUSE``,
+        running attempts go on, and their outcomes are recorded once it is back (the pool
+        replaces the dead connections: ``pool_pre_ping``)."""
+        recovered = False
+        pause = 0.0
         while not stop():
-            busy = self.tick()
-            if until_idle and not busy:
-                return
-            self.record(self.executor.finished(timeout=self.poll_interval))
+            try:
+                if not recovered:
+                    self.recover()
+                    recovered = True
+                busy = self.tick()
+                if until_idle and not busy:
+                    return
+                self.record(self.executor.finished(timeout=self.poll_interval))
+            except StoreError as exc:
+                pause = min(max(pause * 2, self.poll_interval, MIN_OUTAGE_PAUSE), MAX_OUTAGE_PAUSE)
+                self._outage(exc, pause)
+                time.sleep(pause)
+                continue
+            if pause:
+                self._say(f"the database is back; {len(self._started)} attempts running")
+                pause = 0.0
+                self.requeue_orphans()
+
+    def _outage(self, exc: StoreError, pause: float) -> None:
+        self._say(f"{exc}; retrying in {pause:.1f}s (running attempts go on)")
+
+    @staticmethod
+    def _say(message: str) -> None:
+        print(f"isolate scheduler: {message}", file=sys.stderr, flush=True)
 
     def tick(self) -> bool:
         """One pass; returns whether anything is still active (runs or attempts)."""
@@ -139,7 +173,7 @@ class Scheduler:
                 break
             self.launch(ready)
         self.executor.replenish()
-        return unfinished > 0 or self.executor.busy
+        return unfinished > 0 or self.executor.busy or bool(self._unrecorded)
 
     def close(self) -> None:
         """Stop what the scheduler keeps between runs: its idle warm-start processes."""
@@ -235,6 +269,9 @@ class Scheduler:
         held = ExitStack()
         try:
             attempt = self.prepare(run, task, try_number, held, ready.tis)
+        except StoreError:
+            held.close()  # not the task's failure: it goes back to scheduled once the
+            raise  # database is back (requeue_orphans)
         except (IsolateError, EnvCacheError, OSError) as exc:
             held.close()
             message = f"could not start: {exc}"
@@ -246,23 +283,27 @@ class Scheduler:
             return
         self._started[key] = _Started(try_number, held, run)
 
-        def on_start(running: Running) -> None:
-            self.store.tasks.transition(
-                *key,
-                TaskState.RUNNING,
-                expect=TaskState.QUEUED,
-                started_at=running.started_at,
-                pid=running.pid,
-                pid_started=running.start_time,
-                run_as=attempt.run_as or self.user,
-                env_key=attempt.env_key,
-            )
-
         try:
-            self.executor.submit(key, attempt, on_start)
+            self.executor.submit(key, attempt, self._mark_running)
         except OSError as exc:
             self._started.pop(key).held.close()
             self.settle(run, task, try_number, ok=False, message=f"could not start: {exc}")
+
+    def _mark_running(self, running: Running) -> None:
+        attempt = running.attempt
+        ctx = attempt.context
+        self.store.tasks.transition(
+            ctx["dag_id"],
+            ctx["run_id"],
+            ctx["task_id"],
+            TaskState.RUNNING,
+            expect=TaskState.QUEUED,
+            started_at=running.started_at,
+            pid=running.pid,
+            pid_started=running.start_time,
+            run_as=attempt.run_as or self.user,
+            env_key=attempt.env_key,
+        )
 
     def prepare(
         self,
@@ -329,25 +370,39 @@ class Scheduler:
         )
 
     def record(self, finished: list[Finished[TaskKey]]) -> None:
-        """Record outcomes: success with its XCom, else a retry or a failure by the policy."""
-        for item in finished:
-            started = self._started.pop(item.key, None)
-            if started is not None:
-                started.held.close()
+        """Record outcomes: success with its XCom, else a retry or a failure by the policy.
+
+        An outcome is let go only once recorded: if the database fails, it and those after
+        it wait for the next call (each settles in one transaction, so a retry never
+        records half of one)."""
+        self._unrecorded += finished
+        while self._unrecorded:
+            item = self._unrecorded[0]
             dag_id, run_id, task_id = item.key
+            started = self._started.get(item.key)
             run = started.run if started else self.store.runs.get(dag_id, run_id)
             task = self.spec(dag_id, run.version).task(task_id)
             try_number = (
                 started.try_number if started else item.running.attempt.context["try_number"]
             )
-            self.settle(
-                run,
-                task,
-                try_number,
-                ok=item.outcome.ok,
-                message=_message(item.outcome),
-                outcome=item.outcome,
-            )
+            state = self.store.tasks.get(*item.key).state
+            if state is TaskState.QUEUED:  # its start went unrecorded (the database was down)
+                self._mark_running(item.running)
+                state = TaskState.RUNNING
+            if state is TaskState.RUNNING:
+                self.settle(
+                    run,
+                    task,
+                    try_number,
+                    ok=item.outcome.ok,
+                    message=_message(item.outcome),
+                    outcome=item.outcome,
+                )
+            # else: recorded already (a commit whose acknowledgement the outage swallowed)
+            self._unrecorded.pop(0)
+            if self._started.get(item.key) is started and started is not None:
+                del self._started[item.key]
+                started.held.close()
 
     def settle(
         self,
@@ -439,6 +494,15 @@ class Scheduler:
             self.executor.run_now(attempt)
         except (IsolateError, EnvCacheError, OSError):
             pass  # a callback never changes the task's outcome; its log says what happened
+
+    def requeue_orphans(self) -> None:
+        """Tasks left queued by a launch the database failed under, with no process: back
+        to scheduled, so they launch again (nothing of theirs ever started)."""
+        for run in self.store.runs.list(states=set(ACTIVE_RUN_STATES)):
+            for ti in self.store.tasks.list(run.dag_id, run.run_id):
+                key = (run.dag_id, run.run_id, ti.task_id)
+                if ti.state is TaskState.QUEUED and key not in self._started:
+                    self.store.tasks.transition(*key, TaskState.SCHEDULED, expect=TaskState.QUEUED)
 
     def recover(self) -> None:
         """Settle attempts a previous scheduler left queued or running (it was killed)."""
