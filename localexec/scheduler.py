@@ -263,9 +263,11 @@ class Scheduler:
         run, task, ti = ready.run, ready.task, ready.ti
         key = (run.dag_id, run.run_id, task.task_id)
         try_number = ti.try_number + 1
-        self.store.tasks.transition(
+        claimed = self.store.tasks.claim(
             *key, TaskState.QUEUED, expect=TaskState.SCHEDULED, try_number=try_number
         )
+        if claimed is None:
+            return  # another writer holds or changed it (a clear, a mark): next pass
         held = ExitStack()
         try:
             attempt = self.prepare(run, task, try_number, held, ready.tis)

@@ -137,6 +137,38 @@ class TaskInstances:
 
         return write(self.engine, f"change the state of task {task_id!r}", work)
 
+    def claim(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        state: TaskState,
+        *,
+        expect: TaskState,
+        **fields: Any,
+    ) -> TaskInstanceRecord | None:
+        """Like :meth:`transition`, for the scheduler taking work: None, without waiting, if
+        another transaction holds the row (a ``runs clear`` or ``mark`` under way) or it is
+        no longer ``expect``; the caller tries again at its next pass."""
+        unknown = set(fields) - _FIELDS
+        if unknown:
+            raise UsageError(f"cannot set {sorted(unknown)} on a task instance")
+
+        def work(conn: Connection) -> TaskInstanceRecord | None:
+            current = _select_unlocked(conn, dag_id, run_id, task_id)
+            if current is None or current.state is not expect:
+                return None
+            check_task(current.state, state)
+            ti = t.task_instances.c
+            conn.execute(
+                t.task_instances.update()
+                .where(ti.dag_id == dag_id, ti.run_id == run_id, ti.task_id == task_id)
+                .values(state=state.value, updated_at=rows.utcnow(), **fields)
+            )
+            return _select_one(conn, dag_id, run_id, task_id, lock=False)
+
+        return write(self.engine, f"claim task {task_id!r}", work)
+
 
 def _select_one(
     conn: Connection, dag_id: str, run_id: str, task_id: str, *, lock: bool
@@ -149,3 +181,17 @@ def _select_one(
     if row is None:
         raise NotFoundError(f"run {run_id!r} of DAG {dag_id!r} has no task {task_id!r}")
     return task_record(row)
+
+
+def _select_unlocked(
+    conn: Connection, dag_id: str, run_id: str, task_id: str
+) -> TaskInstanceRecord | None:
+    """The row, locked for this transaction, or None if another transaction holds it
+    (``FOR UPDATE SKIP LOCKED``: PostgreSQL, MySQL 8, MariaDB 10.6; SQLite has no row
+    locks, its writers take turns: ``BEGIN IMMEDIATE``)."""
+    ti = t.task_instances.c
+    query = sa.select(t.task_instances).where(
+        ti.dag_id == dag_id, ti.run_id == run_id, ti.task_id == task_id
+    )
+    row = conn.execute(query.with_for_update(skip_locked=True)).first()
+    return None if row is None else task_record(row)
