@@ -12,11 +12,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from click.testing import CliRunner
 
+from cli.main import isolate
 from isolate.config import load_config
 from isolate.home import open_store
 from isolate.states import RunState, TaskState
 from localexec.scheduler import Scheduler
+from tests.databases import backend_label
 
 FLOW = """
     from datetime import timedelta
@@ -69,7 +72,17 @@ def show(cli, run_id: str) -> dict:
     return json.loads(cli("runs", "show", run_id, "--json").stdout)
 
 
-@pytest.mark.usefixtures("unconfined")
+@pytest.fixture
+def backend(home: Path, empty_db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The home's store on each backend under test (SQLite: the home's own file)."""
+    if not empty_db_url.startswith("sqlite"):
+        monkeypatch.setenv("ISOLATE_DATABASE_URL", empty_db_url)
+        result = CliRunner().invoke(isolate, ["init"])
+        assert result.exit_code == 0, result.output
+    return backend_label(empty_db_url)
+
+
+@pytest.mark.usefixtures("unconfined", "backend")
 def test_a_run_executes_with_xcom_retries_rules_timeouts_and_callbacks(
     cli, home: Path, make_folder, tmp_path: Path
 ) -> None:
