@@ -11,12 +11,13 @@ from types import FrameType
 from typing import Any, BinaryIO
 
 import click
+from filelock import FileLock, Timeout
 
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, short_hash, write_output
 from isolate.clearing import clear_tasks
 from isolate.config import load_config
-from isolate.errors import NotFoundError, UsageError
+from isolate.errors import IsolateError, NotFoundError, UsageError
 from isolate.home import open_store
 from isolate.push import current_user
 from isolate.store import RunRecord, Store
@@ -56,14 +57,26 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    with open_store(config) as store:
-        server = PushServer(config, store)
-        server.start()  # authors who cannot write the store push through its socket
-        try:
-            with Scheduler(config, store, parallelism=parallelism) as scheduler:
-                scheduler.run(until_idle=until_idle, stop=lambda: stopping)
-        finally:
-            server.stop()
+    # One scheduler per home: a second one's start would settle the first one's running
+    # attempts as left by a killed scheduler (and kill them).
+    lock = FileLock(config.run_dir / "scheduler.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise IsolateError(
+            f"another `isolate scheduler` is running on {config.home}: one per home"
+        ) from None
+    try:
+        with open_store(config) as store:
+            server = PushServer(config, store)
+            server.start()  # authors who cannot write the store push through its socket
+            try:
+                with Scheduler(config, store, parallelism=parallelism) as scheduler:
+                    scheduler.run(until_idle=until_idle, stop=lambda: stopping)
+            finally:
+                server.stop()
+    finally:
+        lock.release()
 
 
 @click.command()

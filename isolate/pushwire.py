@@ -19,10 +19,10 @@ from isolate.config import Settings
 from isolate.dagfile import FolderSnapshot, LoadedDag
 from isolate.errors import IsolateError, UsageError
 from isolate.format import canonical_json, load_document, spec_hash
+from isolate.store.store import MAX_MESSAGE
 
 _LENGTH = struct.Struct(">I")
 MAX_DAGS = 1000
-MAX_MESSAGE = 10_000
 
 
 class ProtocolError(UsageError):

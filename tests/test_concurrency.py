@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from filelock import FileLock
 
 from cli.main import isolate
 from isolate.config import load_config
@@ -188,3 +189,14 @@ def test_the_scheduler_skips_a_task_another_transaction_holds(node: Path) -> Non
             )
             is None
         )
+
+
+def test_a_second_scheduler_on_one_home_is_refused(home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """Its start would settle the first one's running attempts as a killed scheduler's."""
+    config = load_config(home)
+    with FileLock(config.run_dir / "scheduler.lock"):
+        refused = cli("scheduler", "--until-idle", expect=1)
+    assert refused.stderr == (
+        f"isolate: error: another `isolate scheduler` is running on {home}: one per home\n"
+    )
+    cli("scheduler", "--until-idle")  # the lock is free again

@@ -30,6 +30,9 @@ from isolate.store.runs import Runs
 from isolate.store.tasks import TaskInstances
 from isolate.store.transactions import reading, write
 
+# A push message's characters: it must fit every backend's column (64 KiB on MySQL).
+MAX_MESSAGE = 10_000
+
 
 class Store:
     """The datastore behind every isolate process. Thread-safe; one per process is enough.
@@ -84,8 +87,13 @@ class Store:
         Equal means same spec, bundle and lock hashes. A push equal to an older version (a
         revert) is a new version. The blobs are checked against their hashes before anything is
         written (``UsageError`` if they differ). A DAG seen for the first time is created, paused
-        if ``paused_at_creation``. Audited as "push", outcome "ok" or "unchanged".
+        if ``paused_at_creation``. Audited as "push", outcome "ok" or "unchanged". A message
+        is at most ``MAX_MESSAGE`` characters (it must fit every backend's column).
         """
+        if message is not None and len(message) > MAX_MESSAGE:
+            raise UsageError(
+                f"the push message has {len(message)} characters; at most {MAX_MESSAGE}"
+            )
         for kind, declared, data in (
             ("bundle", new.bundle_hash, new.bundle),
             ("lock", new.lock_hash, new.lock),
