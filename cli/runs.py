@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
@@ -16,15 +17,15 @@ from filelock import FileLock, Timeout
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, short_hash, write_output
 from isolate.clearing import clear_tasks
-from isolate.config import load_config
-from isolate.errors import IsolateError, NotFoundError, UsageError
+from isolate.config import Config, load_config
+from isolate.errors import IsolateError, NotFoundError, StoreError, UsageError
 from isolate.home import open_store
 from isolate.push import current_user
 from isolate.store import RunRecord, Store
 from isolate.triggering import trigger as trigger_run
 from localexec.adhoc import run_task
 from localexec.pushserver import PushServer
-from localexec.scheduler import Scheduler
+from localexec.scheduler import MAX_OUTAGE_PAUSE, MIN_OUTAGE_PAUSE, Scheduler
 from localexec.workspace import Workspace
 
 
@@ -67,7 +68,7 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
             f"another `isolate scheduler` is running on {config.home}: one per home"
         ) from None
     try:
-        with open_store(config) as store:
+        with _open_when_reachable(config, lambda: stopping) as store:
             server = PushServer(config, store)
             server.start()  # authors who cannot write the store push through its socket
             try:
@@ -77,6 +78,22 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
                 server.stop()
     finally:
         lock.release()
+
+
+def _open_when_reachable(config: Config, stopping: Callable[[], bool]) -> Store:
+    """The store, waiting for a database that cannot be reached yet (a service started
+    before its database, or during a restart) rather than exiting into a restart loop; any
+    other problem (no home, an outdated schema) is reported at once."""
+    pause = MIN_OUTAGE_PAUSE
+    while True:
+        try:
+            return open_store(config)
+        except StoreError as exc:
+            if not str(exc).startswith("cannot connect to database") or stopping():
+                raise
+            click.echo(f"isolate scheduler: {exc}; retrying in {pause:.1f}s", err=True)
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_OUTAGE_PAUSE)
 
 
 @click.command()

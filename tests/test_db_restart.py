@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -199,3 +201,36 @@ def test_the_scheduler_outlives_a_database_restart_and_loses_nothing(
     said = capsys.readouterr().err
     assert "retrying in" in said and "the database is back" in said
     assert said.count("Traceback") == 0
+
+
+def test_a_scheduler_started_before_its_database_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a crash loop under a service manager: it says so and waits, until stopped."""
+    with socket.socket() as placeholder:  # a loopback port nothing listens on
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    clear_isolate_env(monkeypatch)
+    monkeypatch.setenv("ISOLATE_HOME", str(tmp_path / "home"))
+    assert CliRunner().invoke(isolate, ["init"]).exit_code == 0
+    env = {
+        **os.environ,
+        "ISOLATE_DATABASE_URL": f"postgresql+psycopg://nobody@127.0.0.1:{port}/none",
+    }
+    exe = Path(sys.executable).parent / "isolate"
+    scheduler = subprocess.Popen(
+        [exe, "scheduler", "--until-idle"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(2.5)  # 0.5 + 1 s of pauses: a few attempts
+        assert scheduler.poll() is None, scheduler.communicate()[1]
+        scheduler.send_signal(signal.SIGTERM)
+        _, err = scheduler.communicate(timeout=30)
+    finally:
+        if scheduler.poll() is None:
+            scheduler.kill()
+    lines = err.splitlines()
+    assert len([line for line in lines if "; retrying in" in line]) >= 2
+    assert lines[0].startswith("isolate scheduler: cannot connect to database postgresql")
+    assert lines[-1].startswith("isolate: error: cannot connect to database")
+    assert scheduler.returncode == 6 and "Traceback" not in err
