@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli import admin, audit, dags, doctor, env, gc, lock, push, runs
+from cli import admin, audit, dags, demo, doctor, env, gc, lock, push, runs
 from cli.tenants import tenants
 from envcache.errors import EnvCacheError
 from isolate.errors import IsolateError
@@ -62,6 +62,7 @@ isolate.add_command(runs.runs)
 isolate.add_command(runs.tasks)
 isolate.add_command(runs.test_task)
 isolate.add_command(tenants)
+isolate.add_command(demo.demo)
 
 
 def main() -> None:

@@ -1,0 +1,30 @@
+"""The south team's report. It needs demolib 2.0, whose summarize() returns a mapping."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+from isolate import DAG, CommandTask, task
+
+
+def _user():
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+@task(retries=1)
+def extract():
+    import demolib
+
+    return {"rows": [3, 1, 4, 1, 5], "library": demolib.VERSION, "user": _user()}
+
+
+@task
+def summarize(data):
+    import demolib
+
+    return {"summary": demolib.summarize(data["rows"]), "library": demolib.VERSION, "user": _user()}
+
+
+with DAG("demo.south", tags=["demo"]):
+    summarize(extract()) >> CommandTask("whoami", command=["id", "-un"])
