@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from typing import Any
 
 import click
 
+from cli.completion import complete_dag_ids
 from cli.options import home_option, json_option
-from cli.output import print_json, print_table, printable, short_hash, timestamp
+from cli.output import print_json, print_table, printable, short_hash, timestamp, write_output
 from isolate.catalog import diff_versions, stored_version
 from isolate.config import load_config
 from isolate.diff import SpecDiff
+from isolate.errors import IsolateError, UsageError
+from isolate.graph import to_dot
 from isolate.home import open_store
 from isolate.model import TaskSpec
 from isolate.push import current_user
 from isolate.store import Store, VersionRecord
+
+# A graph of a few hundred tasks renders in well under a second; this only stops a hang.
+SVG_TIMEOUT = 60
 
 
 def _store(home: str | None) -> Store:
@@ -79,24 +87,51 @@ def _target(task: TaskSpec) -> str:
     return task.command if isinstance(task.command, str) else json.dumps(list(task.command or ()))
 
 
+SHOW_FORMATS = ("text", "json", "dot", "svg")
+
+
 @dags.command()
-@click.argument("dag_id")
+@click.argument("dag_id", shell_complete=complete_dag_ids)
 @click.option("--version", "version", type=int, metavar="N", help="A version (default: latest).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(SHOW_FORMATS),
+    default=None,
+    help="text (default), json, dot (the task graph in Graphviz DOT) or svg (rendered by "
+    "Graphviz's dot, which must be installed).",
+)
 @home_option
 @json_option
-def show(dag_id: str, version: int | None, home: str | None, as_json: bool) -> None:
-    """Show one version of a DAG: its settings, environment and tasks.
+def show(
+    dag_id: str, version: int | None, fmt: str | None, home: str | None, as_json: bool
+) -> None:
+    """Show one version of a DAG: its settings, environment and tasks, or its task graph.
 
     \b
     Example:
       isolate dags show etl --version 3
+      isolate dags show etl --format dot > etl.dot
+      isolate dags show etl --format svg > etl.svg
     """
+    if as_json and fmt not in (None, "json"):
+        raise UsageError(f"--json and --format {fmt} disagree: give one of them")
+    fmt = "json" if as_json else fmt or "text"
+    # Before touching the store: a missing Graphviz is the first thing to hear about.
+    dot_program = _graphviz_dot() if fmt == "svg" else ""
     with _store(home) as store:
         found = stored_version(store, dag_id, version)
         paused = store.get_dag(dag_id).is_paused
     record, spec = found.record, found.spec
-    if as_json:
+    if fmt == "json":
         print_json({**_version_json(record), "paused": paused, "spec": spec.to_document()})
+        return
+    if fmt in ("dot", "svg"):
+        text = to_dot(spec, record.version)
+        if fmt == "dot":
+            click.echo(text, nl=False)
+        else:
+            write_output(_render_svg(dot_program, text))
         return
     retry = spec.defaults.retry
     fields = [
@@ -140,7 +175,7 @@ def show(dag_id: str, version: int | None, home: str | None, as_json: bool) -> N
 
 
 @dags.command()
-@click.argument("dag_id")
+@click.argument("dag_id", shell_complete=complete_dag_ids)
 @home_option
 @json_option
 def history(dag_id: str, home: str | None, as_json: bool) -> None:
@@ -166,7 +201,7 @@ def history(dag_id: str, home: str | None, as_json: bool) -> None:
 
 
 @dags.command()
-@click.argument("dag_id")
+@click.argument("dag_id", shell_complete=complete_dag_ids)
 @click.argument("old", type=int)
 @click.argument("new", type=int)
 @home_option
@@ -212,6 +247,37 @@ def _print_diff(changes: SpecDiff, old: int, new: int) -> None:
         click.echo(f"  ~ bundle {short_hash(a)} -> {short_hash(b)}")
 
 
+def _graphviz_dot() -> str:
+    found = shutil.which("dot")
+    if found is None:
+        raise IsolateError(
+            "--format svg needs Graphviz's `dot` command: install graphviz "
+            "(e.g. apt-get install graphviz), or use --format dot and render it elsewhere"
+        )
+    return found
+
+
+def _render_svg(program: str, dot_text: str) -> bytes:
+    """``dot_text`` rendered to SVG by Graphviz (its only flag we use: ``-Tsvg``)."""
+    try:
+        done = subprocess.run(
+            [program, "-Tsvg"],
+            input=dot_text.encode(),
+            capture_output=True,
+            timeout=SVG_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise IsolateError(f"Graphviz's dot did not finish in {SVG_TIMEOUT}s") from None
+    except OSError as exc:
+        raise IsolateError(f"cannot run Graphviz's dot ({program}): {exc.strerror}") from None
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip().splitlines()
+        detail = printable(reason[0]) if reason else f"exit status {done.returncode}"
+        raise IsolateError(f"Graphviz's dot failed: {detail}")
+    return done.stdout
+
+
 def _show(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -221,7 +287,7 @@ def _pause_command(paused: bool) -> click.Command:
     verb = "pause" if paused else "unpause"
 
     @click.command(verb)
-    @click.argument("dag_id")
+    @click.argument("dag_id", shell_complete=complete_dag_ids)
     @home_option
     def command(dag_id: str, home: str | None) -> None:
         with _store(home) as store:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli import admin, audit, dags, demo, doctor, env, gc, lock, push, runs
+from cli import admin, audit, completion, dags, demo, doctor, env, gc, lock, push, runs
 from cli.tenants import tenants
 from envcache.errors import EnvCacheError
 from isolate.errors import IsolateError
@@ -30,7 +30,13 @@ class IsolateGroup(click.Group):
             sys.exit(ENV_EXIT_CODE)
 
 
-@click.group(cls=IsolateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=IsolateGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Exit codes: 0 ok, 1 error or failed check, 2 usage, 3 not found, "
+    "4 invalid DAG or bundle, 5 configuration, 6 database, "
+    "7 environment (lock, interpreter, build), 8 push refused. See docs/cli.md.",
+)
 @click.version_option(package_name="isolate-dags", prog_name="isolate")
 def isolate() -> None:
     """Run many teams' DAGs on one node: versioned DAGs, per-version envs, mapped OS users.
@@ -40,10 +46,6 @@ def isolate() -> None:
               isolate dags history DAG_ID
     Admins:   isolate init    isolate db upgrade    isolate audit
               isolate env list    isolate gc --dry-run    isolate tenants list
-
-    Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid DAG or bundle,
-    5 configuration, 6 database, 7 environment (lock, interpreter, build),
-    8 push refused.
     """
 
 
@@ -63,6 +65,7 @@ isolate.add_command(runs.tasks)
 isolate.add_command(runs.test_task)
 isolate.add_command(tenants)
 isolate.add_command(demo.demo)
+isolate.add_command(completion.completion)
 
 
 def main() -> None:

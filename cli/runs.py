@@ -14,11 +14,14 @@ from typing import Any, BinaryIO
 import click
 from filelock import FileLock, Timeout
 
+from cli.completion import complete_dag_ids
 from cli.options import home_option, json_option
-from cli.output import print_json, print_table, short_hash, write_output
+from cli.output import print_json, print_table, printable, short_hash, write_output
+from isolate.catalog import stored_version
 from isolate.clearing import clear_tasks
 from isolate.config import Config, load_config
 from isolate.errors import IsolateError, NotFoundError, StoreError, UsageError
+from isolate.graph import RunGrid, run_grid
 from isolate.home import open_store
 from isolate.push import current_user
 from isolate.store import RunRecord, Store
@@ -97,7 +100,7 @@ def _open_when_reachable(config: Config, stopping: Callable[[], bool]) -> Store:
 
 
 @click.command()
-@click.argument("dag_id")
+@click.argument("dag_id", shell_complete=complete_dag_ids)
 @click.option("--conf", metavar="JSON", help='Run configuration, e.g. \'{"params": {"x": 1}}\'.')
 @click.option("--version", type=int, metavar="N", help="Pin this version (default: latest).")
 @home_option
@@ -140,11 +143,11 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
 
 @click.group()
 def runs() -> None:
-    """DAG runs: list them, or show one task by task."""
+    """DAG runs: list them, show one task by task, or a grid of recent runs by task."""
 
 
 @runs.command("list")
-@click.argument("dag_id", required=False)
+@click.argument("dag_id", required=False, shell_complete=complete_dag_ids)
 @home_option
 @json_option
 def list_(dag_id: str | None, home: str | None, as_json: bool) -> None:
@@ -176,7 +179,13 @@ def _find_run(store: Store, run_id: str, dag_id: str | None) -> RunRecord:
 
 @runs.command()
 @click.argument("run_id")
-@click.option("--dag", "dag_id", metavar="DAG_ID", help="The run's DAG, if its id is ambiguous.")
+@click.option(
+    "--dag",
+    "dag_id",
+    metavar="DAG_ID",
+    shell_complete=complete_dag_ids,
+    help="The run's DAG, if its id is ambiguous.",
+)
 @home_option
 @json_option
 def show(run_id: str, dag_id: str | None, home: str | None, as_json: bool) -> None:
@@ -227,6 +236,123 @@ def show(run_id: str, dag_id: str | None, home: str | None, as_json: bool) -> No
     )
 
 
+# One character per state, the same for runs and tasks; colours only where click keeps them
+# (a terminal), so a pipe or a log gets plain letters.
+GRID_SYMBOLS: dict[str, tuple[str, str | None]] = {
+    "success": ("S", "green"),
+    "failed": ("F", "red"),
+    "upstream_failed": ("U", "yellow"),
+    "skipped": ("K", "magenta"),
+    "up_for_retry": ("Y", "yellow"),
+    "running": ("R", "cyan"),
+    "queued": ("Q", "blue"),
+    "scheduled": ("W", "blue"),
+    "none": (".", None),
+}
+
+
+@runs.command()
+@click.argument("dag_id", shell_complete=complete_dag_ids)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=25,
+    show_default=True,
+    help="How many of the most recent runs (by logical date) to show.",
+)
+@home_option
+@json_option
+def grid(dag_id: str, limit: int, home: str | None, as_json: bool) -> None:
+    """Show a DAG's recent runs (columns, oldest on the left) by task (rows), one symbol
+    per task state.
+
+    Runs keep the version they started with: a task that only older versions have keeps
+    its row (marked *), blank for runs whose version lacks it.
+
+    \b
+    Example:
+      isolate runs grid etl --limit 10
+    """
+    with open_store(load_config(home)) as store:
+        latest = stored_version(store, dag_id)
+        recent = store.runs.list(dag_id)[:limit][::-1]
+        specs = {v: stored_version(store, dag_id, v).spec for v in {run.version for run in recent}}
+        states = {
+            run.run_id: {ti.task_id: ti.state for ti in store.tasks.list(dag_id, run.run_id)}
+            for run in recent
+        }
+    table = run_grid(latest.spec, recent, specs, states)
+    if as_json:
+        print_json(
+            {
+                "dag_id": table.dag_id,
+                "runs": [
+                    {
+                        "run_id": run.run_id,
+                        "version": run.version,
+                        "state": run.state.value,
+                        "logical_date": run.logical_date,
+                    }
+                    for run in table.runs
+                ],
+                "tasks": [
+                    {
+                        "task_id": row.task_id,
+                        "in_latest": row.in_latest,
+                        "cells": [None if c is None else c.value for c in row.cells],
+                    }
+                    for row in table.rows
+                ],
+            }
+        )
+        return
+    _print_grid(table, latest.record.version)
+
+
+def _print_grid(table: RunGrid, latest_version: int) -> None:
+    if not table.runs:
+        click.echo(f"{table.dag_id}: no runs yet")
+        return
+    click.echo(f"{table.dag_id}: {len(table.runs)} most recent runs, oldest on the left")
+    width = len(str(len(table.runs)))
+    names = [printable(row.task_id) + ("" if row.in_latest else "*") for row in table.rows]
+    first = max(len("TASK"), len("(run)"), *(len(n) for n in names))
+    numbers = " ".join(str(i).rjust(width) for i in range(1, len(table.runs) + 1))
+    click.echo(f"{'TASK'.ljust(first)}  {numbers}")
+    run_states: list[str | None] = [run.state.value for run in table.runs]
+    click.echo(f"{'(run)'.ljust(first)}  {_grid_cells(run_states, width)}")
+    for name, row in zip(names, table.rows, strict=True):
+        cells = [None if c is None else c.value for c in row.cells]
+        click.echo(f"{name.ljust(first)}  {_grid_cells(cells, width)}".rstrip())
+    click.echo()
+    if not all(row.in_latest for row in table.rows):
+        click.echo(f"* not in the latest version (v{latest_version})")
+    legend = [f"{symbol} {state}" for state, (symbol, _) in GRID_SYMBOLS.items()]
+    legend.append("(blank) not in the run's version")
+    click.echo("  ".join(legend[:5]))
+    click.echo("  ".join(legend[5:]))
+    click.echo()
+    print_table(
+        ["#", "RUN_ID", "VERSION", "STATE", "LOGICAL_DATE"],
+        [
+            [i, run.run_id, run.version, run.state.value, run.logical_date]
+            for i, run in enumerate(table.runs, start=1)
+        ],
+    )
+
+
+def _grid_cells(states: list[str | None], width: int) -> str:
+    cells = []
+    for state in states:
+        if state is None:
+            cells.append(" " * width)
+            continue
+        # A state this version of the grid does not know still gets a cell, not an error.
+        symbol, colour = GRID_SYMBOLS.get(state, ("?", None))
+        cells.append(click.style(symbol.rjust(width), fg=colour) if colour else symbol.rjust(width))
+    return " ".join(cells)
+
+
 @click.group()
 def tasks() -> None:
     """Task instances of runs."""
@@ -236,7 +362,13 @@ def tasks() -> None:
 @click.argument("run_id")
 @click.argument("task_id")
 @click.option("--try", "try_number", type=click.IntRange(min=1), help="A try (default: latest).")
-@click.option("--dag", "dag_id", metavar="DAG_ID", help="The run's DAG, if its id is ambiguous.")
+@click.option(
+    "--dag",
+    "dag_id",
+    metavar="DAG_ID",
+    shell_complete=complete_dag_ids,
+    help="The run's DAG, if its id is ambiguous.",
+)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing while the try runs.")
 @home_option
 def logs(
@@ -289,7 +421,13 @@ def _still_writing(store: Store, run: RunRecord, task_id: str, number: int) -> b
 @click.argument("run_id")
 @click.argument("task_id")
 @click.option("--downstream", is_flag=True, help="Also clear every task downstream of it.")
-@click.option("--dag", "dag_id", metavar="DAG_ID", help="The run's DAG, if its id is ambiguous.")
+@click.option(
+    "--dag",
+    "dag_id",
+    metavar="DAG_ID",
+    shell_complete=complete_dag_ids,
+    help="The run's DAG, if its id is ambiguous.",
+)
 @home_option
 def clear(
     run_id: str, task_id: str, downstream: bool, dag_id: str | None, home: str | None

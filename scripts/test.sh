@@ -3,7 +3,7 @@
 # Needs only python3.11 (with venv) on PATH; tox is installed into .tox-bootstrap/ on first use.
 # The store tests also run against PostgreSQL and MariaDB when they listen on their usual
 # loopback ports (or set ISOLATE_TEST_DATABASE_URLS yourself). As root on Debian/Ubuntu it
-# installs bubblewrap (apt-get) when bwrap is missing, for the sandbox tests.
+# installs bubblewrap and graphviz (apt-get) when they are missing, for the tests using them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3.11}
@@ -14,19 +14,21 @@ fi
 apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
 }
-if ! command -v bwrap >/dev/null; then
+# Debian packages some tests need: bubblewrap (the sandbox) and graphviz (`--format svg`).
+need_package() {  # command, package
+    command -v "$1" >/dev/null && return
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-        echo "test.sh: bwrap is missing: apt-get install bubblewrap"
+        echo "test.sh: $1 is missing: apt-get install $2"
         # A fresh machine may have no package lists yet: update them once and try again.
-        if ! apt_install bubblewrap \
-            && ! { apt-get update -q >/dev/null && apt_install bubblewrap; }; then
-            echo "test.sh: bubblewrap could not be installed: its tests will be skipped"
+        if ! apt_install "$2" && ! { apt-get update -q >/dev/null && apt_install "$2"; }; then
+            echo "test.sh: $2 could not be installed: its tests will be skipped"
         fi
     else
-        echo "test.sh: bwrap is not installed (as root: apt-get install bubblewrap):" \
-            "its tests will be skipped"
+        echo "test.sh: $1 is not installed (as root: apt-get install $2): its tests will be skipped"
     fi
-fi
+}
+need_package bwrap bubblewrap
+need_package dot graphviz
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if [ -z "${ISOLATE_TEST_DATABASE_URLS+set}" ]; then
     urls=()
