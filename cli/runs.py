@@ -286,15 +286,7 @@ def grid(dag_id: str, limit: int, home: str | None, as_json: bool) -> None:
         print_json(
             {
                 "dag_id": table.dag_id,
-                "runs": [
-                    {
-                        "run_id": run.run_id,
-                        "version": run.version,
-                        "state": run.state.value,
-                        "logical_date": run.logical_date,
-                    }
-                    for run in table.runs
-                ],
+                "runs": [_run_json(run) for run in table.runs],  # as `runs list` shows them
                 "tasks": [
                     {
                         "task_id": row.task_id,
