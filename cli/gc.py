@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import click
@@ -68,12 +69,17 @@ def gc(
                 },
             )
     if as_json:
+
+        def decisions(found: Iterable[envgc.Decision]) -> list[dict[str, object]]:
+            return [{"key": d.key, "reason": d.reason, "size": d.size} for d in found]
+
         print_json(
             {
                 "dry_run": dry_run,
-                "keep": [{"key": d.key, "reason": d.reason, "size": d.size} for d in plan.keep],
-                "remove": [{"key": d.key, "reason": d.reason, "size": d.size} for d in plan.remove],
-                "in_use": [d.key for d in report.in_use] if report else [],
+                "keep": decisions(plan.keep),
+                "remove": decisions(plan.remove),
+                # Planned for removal, but a running task held them: skipped, left for later.
+                "in_use": decisions(report.in_use) if report else [],
                 "bytes_freed": report.bytes_freed if report else 0,
             }
         )

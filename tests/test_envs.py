@@ -160,7 +160,7 @@ def test_gc_keeps_roots_pins_recent_and_in_use(cli, wheels_home, wheelhouse, mak
     cache = env_cache(load_config(wheels_home))
     with cache.use(old):
         busy = json.loads(cli("gc", "--keep-versions", "1", "--json").stdout)
-    assert busy["in_use"] == [old] and old in envs(cli)
+    assert [d["key"] for d in busy["in_use"]] == [old] and old in envs(cli)
 
     done = json.loads(cli("gc", "--keep-versions", "1", "--json").stdout)
     assert [d["key"] for d in done["remove"]] == [old] and done["in_use"] == []
