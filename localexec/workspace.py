@@ -83,12 +83,12 @@ class Workspace:
         """(a fresh work dir, the log path) of a try (``label`` "3") or callback ("3.on_retry")."""
         parts = (_segment(dag_id), _segment(run_id), _segment(task_id))
         work = self.work.joinpath(*parts, _segment(label))
-        work.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+        _traversable(self.work, parts)
         if work.exists():
             tree.remove_tree(work)  # left by a try that never started
         work.mkdir(mode=0o700)
         log_dir = self.logs.joinpath(*parts)
-        log_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        _traversable(self.logs, parts)
         return work, log_dir / f"{label}.log"
 
     @staticmethod
@@ -96,6 +96,20 @@ class Workspace:
         """Where a try's log is, without preparing anything (for readers)."""
         parts = (_segment(dag_id), _segment(run_id), _segment(task_id))
         return config.logs_dir.joinpath(*parts, f"{try_number}.log")
+
+
+def _traversable(root: Path, parts: tuple[str, ...]) -> None:
+    """Make ``root/parts...``, each directory 0711 whatever the umask: tenants pass through
+    to their own work dirs and logs, and list nothing (not another DAG's run or task ids).
+    ``mkdir(parents=True)`` would give the intermediate ones the umask's mode (0755)."""
+    path = root
+    for part in parts:
+        path = path / part
+        try:
+            path.mkdir(mode=0o711)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o711)  # noqa: S103 - traverse, not list
 
 
 def compile_bundle(directory: Path, final: Path) -> None:

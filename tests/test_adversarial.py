@@ -396,6 +396,11 @@ def test_tenant_a_attacks_tenant_b_and_the_node(
     work = home / "work" / "b.victim" / b_run / "produce" / "1"
     info = work.stat()
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (users[B].pw_uid, 0o700)
+    # The directories above them can be passed through, not listed (no run or task ids).
+    for top in ("logs", "work"):
+        for above in (("b.victim",), ("b.victim", b_run), ("b.victim", b_run, "produce")):
+            mode = stat.S_IMODE(home.joinpath(top, *above).stat().st_mode)
+            assert mode == 0o711, (top, above, oct(mode))
 
 
 CLAIMS_ROOT = """
