@@ -175,6 +175,10 @@ def task_environment(
     """The task's whole environment, built from nothing: no variable of the supervisor's."""
     env = base_environment(attempt.python, user=user)
     env.update(HOME=str(attempt.work_dir), TMPDIR=str(attempt.work_dir))
+    if attempt.kind == "command":
+        # `python -m package.module` of the DAG's own folder, as a python task imports it
+        # (the bootstrap puts the bundle on sys.path itself). The author's env may override.
+        env["PYTHONPATH"] = str(attempt.bundle_dir)
     env.update(rendered_env)  # the author's own variables (ISOLATE_* is reserved at push)
     for variable, key in CONTEXT_ENV.items():
         value = attempt.context.get(key)

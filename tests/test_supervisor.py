@@ -301,6 +301,15 @@ def test_a_command_argv_runs_with_the_env_bin_first_on_path(
     assert "2024-03-05 extract\n" in log
 
 
+def test_a_command_runs_a_module_of_its_dags_folder(make_attempt: MakeAttempt) -> None:
+    """``python -m module`` as docs/format.md shows it: the bundle is on PYTHONPATH."""
+    files = {"report_job.py": "print('report from', __name__)"}
+    attempt = make_attempt(files, kind="command", command=["python", "-m", "report_job"])
+    outcome = run(attempt)
+    assert outcome.ok, attempt.log_path.read_text()
+    assert "report from __main__\n" in attempt.log_path.read_text()
+
+
 def test_a_shell_string_runs_with_sh_and_its_exit_code_is_reported(
     make_attempt: MakeAttempt, env_python: Path
 ) -> None:
