@@ -61,6 +61,7 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # Ctrl-C: the same orderly stop
     # One scheduler per home: a second one's start would settle the first one's running
     # attempts as left by a killed scheduler (and kill them).
     lock = FileLock(config.run_dir / "scheduler.lock")

@@ -192,6 +192,33 @@ class AttemptCgroup:
         self.dirs = []
 
 
+def reap_leftovers(where: Hierarchies) -> int:
+    """At a scheduler's start: kill what a previous scheduler of this node left running in
+    its attempts' cgroups, and remove them; returns how many cgroups held processes.
+
+    A stopped or killed scheduler's attempts are settled by the next one as ended by the
+    restart (``Scheduler.recover``), which kills only the process group of a main process
+    still alive: a child that left the group (``setsid``), or any child of a main process
+    that has exited, would run on unseen. Nothing is done while another executor of this
+    process uses the parents (one scheduler per home is the CLI's rule; a benchmark or a
+    test may run several)."""
+    if _users.get(where.unified, 0) > 1:
+        return 0
+    names: set[str] = set()
+    for parent in where.parents():
+        with contextlib.suppress(FileNotFoundError):
+            names.update(child.name for child in parent.iterdir() if child.is_dir())
+    busy = 0
+    for name in sorted(names):
+        leftover = AttemptCgroup(
+            dirs=[parent / name for parent in where.parents() if (parent / name).is_dir()]
+        )
+        if leftover.pids():
+            busy += 1
+        leftover.remove()
+    return busy
+
+
 def sweep(where: Hierarchies) -> int:
     """Remove the empty attempt cgroups a killed scheduler left; returns how many."""
     removed = 0

@@ -39,7 +39,7 @@ from localexec.attempt import (
     make_context,
     task_attempt,
 )
-from localexec.cgroups import detect, sweep
+from localexec.cgroups import detect, reap_leftovers
 from localexec.executor import Executor, Finished
 from localexec.logs import create_log, write_all
 from localexec.orphans import kill_if_alive
@@ -97,7 +97,7 @@ class Scheduler:
         # Detected whatever the node's settings say: a tenant's hardening may override them.
         cgroups, finding = detect(config.home)
         if cgroups is not None:
-            sweep(cgroups)  # what a killed scheduler left empty
+            reap_leftovers(cgroups)  # what a stopped or killed scheduler's attempts left
         spares = SparePool(parallelism, cgroups=cgroups) if config.settings.warm_starts else None
         self.host = HostSandbox.detect(cgroups=cgroups is not None, cgroups_finding=finding)
         self.executor: Executor[TaskKey] = Executor(parallelism, spares=spares, cgroups=cgroups)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import psutil
 import pytest
 
 from isolate.model import Limits
-from localexec.cgroups import AttemptCgroup, Hierarchies, detect, release, sweep
+from localexec.cgroups import AttemptCgroup, Hierarchies, detect, reap_leftovers, release, sweep
 from localexec.executor import Executor
 from localexec.spares import SpareKind, spawn, start_warm
 from localexec.supervisor import start, wait
@@ -166,3 +167,24 @@ def test_sweep_removes_only_empty_attempt_cgroups(hierarchies: Hierarchies) -> N
             os.waitpid(pid, 0)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_starting_scheduler_kills_what_a_stopped_one_left_in_its_cgroups(
+    hierarchies: Hierarchies,
+) -> None:
+    """A daemon that left its attempt's session outlives the scheduler that started it; the
+    next one's start ends it (Scheduler.recover only reaches the process group)."""
+    left = AttemptCgroup.create(hierarchies, "left-running", Limits())
+    # In a session of its own, as a double-forked daemon would be.
+    daemon = subprocess.Popen(["sleep", "33"], preexec_fn=left.join, start_new_session=True)
+    empty = AttemptCgroup.create(hierarchies, "left-empty", Limits())
+    try:
+        assert daemon.pid in left.pids()
+        assert reap_leftovers(hierarchies) == 1
+        assert daemon.wait(timeout=10) == -signal.SIGKILL
+        assert not any(path.exists() for path in (*left.dirs, *empty.dirs))
+    finally:
+        daemon.kill()
+        daemon.wait()
+        left.remove()
+        empty.remove()
