@@ -151,7 +151,9 @@ def show(key: str, home: str | None, as_json: bool) -> None:
         )
     manifest = found.manifest
     if as_json:
-        print_json(json.loads(manifest.to_json()))
+        shown = json.loads(manifest.to_json())
+        shown["lock"] = json.loads(manifest.lock)  # the packages, as data, not a JSON string
+        print_json(shown)
         return
     packages = [f"{p['name']}=={p['version']}" for p in json.loads(manifest.lock)]
     interpreter = manifest.interpreter

@@ -77,14 +77,16 @@ def check(dag_id: str, user: str | None, home: str | None, as_json: bool) -> Non
     who = user or current_user()
     allowed = mapping.may_push(who, user_groups(who), dag_id)
     hardening = wanted_hardening(config.settings, tenant)
+    own = tenant.to_json()
     if as_json:
         print_json(
             {
                 "dag_id": dag_id,
                 "tenant": tenant.name,
                 "run_as": tenant.run_as,
-                "limits": tenant.limits.to_json(),
-                "hardening": asdict(hardening),
+                "limits": own["limits"],
+                "hardening": own["hardening"],  # the tenant's table: null means the node's
+                "effective_hardening": asdict(hardening),
                 "user": who,
                 "may_push": allowed,
             }

@@ -498,8 +498,13 @@ def test_cli_list(live: Path) -> None:
         "dags": ["finance.*", "ledger"],
         "pushers": [BOB],
         "run_as": FINANCE,
-        "limits": {},
-        "hardening": {"bubblewrap": "required", "landlock": "off", "network": True},
+        "limits": {"memory": None, "processes": None, "open_files": None, "cpu_time": None},
+        "hardening": {
+            "cgroup": None,
+            "landlock": "off",
+            "bubblewrap": "required",
+            "network": True,
+        },
     }
     assert data[0]["limits"]["memory"] == 2 * 1024**3
 
@@ -517,7 +522,8 @@ def test_cli_check(live: Path) -> None:
         "tenant": "analytics",
         "run_as": ANALYTICS,
         "limits": {"cpu_time": 3600, "memory": 2 * 1024**3, "open_files": 1024, "processes": 256},
-        "hardening": {
+        "hardening": {"cgroup": None, "landlock": None, "bubblewrap": None, "network": None},
+        "effective_hardening": {
             "cgroup": "auto",
             "landlock": "auto",
             "bubblewrap": "auto",

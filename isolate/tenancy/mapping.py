@@ -125,8 +125,9 @@ class Tenant:
             "dags": list(self.dags),
             "pushers": list(self.pushers),
             "run_as": self.run_as,
-            "limits": self.limits.to_json(),
-            "hardening": self.hardening.to_json(),
+            # Every key, null where unset (the node's default), as elsewhere in --json output.
+            "limits": {k: getattr(self.limits, k) for k in _LIMIT_KEYS},
+            "hardening": {k: getattr(self.hardening, k) for k in _HARDENING_KEYS},
         }
 
 
