@@ -276,7 +276,7 @@ def grid(dag_id: str, limit: int, home: str | None, as_json: bool) -> None:
     """
     with open_store(load_config(home)) as store:
         latest = stored_version(store, dag_id)
-        recent = store.runs.list(dag_id)[:limit][::-1]
+        recent = store.runs.list(dag_id, limit=limit)[::-1]
         specs = {v: stored_version(store, dag_id, v).spec for v in {run.version for run in recent}}
         states = {
             run.run_id: {ti.task_id: ti.state for ti in store.tasks.list(dag_id, run.run_id)}

@@ -77,6 +77,8 @@ def spec_lock(spec: DagSpec, config: Config) -> Lock:
 class EnvBusyError(IsolateError):
     """An env that must be replaced is held by a running task."""
 
+    exit_code = 7  # an environment problem, as envcache's errors are
+
 
 @dataclass(frozen=True)
 class EnvFor:

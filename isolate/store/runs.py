@@ -104,15 +104,22 @@ class Runs:
             return _select_one(conn, dag_id, run_id)
 
     def list(
-        self, dag_id: str | None = None, *, states: set[RunState] | None = None
+        self,
+        dag_id: str | None = None,
+        *,
+        states: set[RunState] | None = None,
+        limit: int | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest logical date first; only of ``dag_id`` and in ``states`` if given."""
+        """Runs, newest logical date first; only of ``dag_id`` and in ``states`` if given,
+        the ``limit`` newest if given."""
         r = t.dag_runs.c
         query = sa.select(t.dag_runs).order_by(r.logical_date.desc(), r.id.desc())
         if dag_id is not None:
             query = query.where(r.dag_id == dag_id)
         if states is not None:
             query = query.where(r.state.in_([s.value for s in states]))
+        if limit is not None:
+            query = query.limit(limit)
         with reading(self.engine) as conn:
             return [run_record(row) for row in conn.execute(query)]
 
