@@ -31,6 +31,15 @@ from localexec.pushserver import PushServer
 from localexec.scheduler import MAX_OUTAGE_PAUSE, MIN_OUTAGE_PAUSE, Scheduler
 from localexec.workspace import Workspace
 
+# Which DAG a run id belongs to, where run ids of two DAGs could be equal.
+run_dag_option = click.option(
+    "--dag",
+    "dag_id",
+    metavar="DAG_ID",
+    shell_complete=complete_dag_ids,
+    help="The run's DAG, if its id is ambiguous.",
+)
+
 
 @click.command()
 @click.option(
@@ -180,13 +189,7 @@ def _find_run(store: Store, run_id: str, dag_id: str | None) -> RunRecord:
 
 @runs.command()
 @click.argument("run_id")
-@click.option(
-    "--dag",
-    "dag_id",
-    metavar="DAG_ID",
-    shell_complete=complete_dag_ids,
-    help="The run's DAG, if its id is ambiguous.",
-)
+@run_dag_option
 @home_option
 @json_option
 def show(run_id: str, dag_id: str | None, home: str | None, as_json: bool) -> None:
@@ -355,13 +358,7 @@ def tasks() -> None:
 @click.argument("run_id")
 @click.argument("task_id")
 @click.option("--try", "try_number", type=click.IntRange(min=1), help="A try (default: latest).")
-@click.option(
-    "--dag",
-    "dag_id",
-    metavar="DAG_ID",
-    shell_complete=complete_dag_ids,
-    help="The run's DAG, if its id is ambiguous.",
-)
+@run_dag_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing while the try runs.")
 @home_option
 def logs(
@@ -414,13 +411,7 @@ def _still_writing(store: Store, run: RunRecord, task_id: str, number: int) -> b
 @click.argument("run_id")
 @click.argument("task_id")
 @click.option("--downstream", is_flag=True, help="Also clear every task downstream of it.")
-@click.option(
-    "--dag",
-    "dag_id",
-    metavar="DAG_ID",
-    shell_complete=complete_dag_ids,
-    help="The run's DAG, if its id is ambiguous.",
-)
+@run_dag_option
 @home_option
 def clear(
     run_id: str, task_id: str, downstream: bool, dag_id: str | None, home: str | None

@@ -113,9 +113,7 @@ class TaskInstances:
         **fields: Any,
     ) -> TaskInstanceRecord:
         """Move a task instance to ``state`` and set ``fields`` in one guarded update."""
-        unknown = set(fields) - _FIELDS
-        if unknown:
-            raise UsageError(f"cannot set {sorted(unknown)} on a task instance")
+        _check_fields(fields)
         if "xcom" in fields and fields["xcom"] is not None:
             fields["xcom"] = json.dumps(fields["xcom"], sort_keys=True)
 
@@ -126,14 +124,7 @@ class TaskInstances:
                     f"task {task_id} of run {run_id} is {current.state.value}, "
                     f"not {expect.value}: it changed meanwhile"
                 )
-            check_task(current.state, state)
-            ti = t.task_instances.c
-            conn.execute(
-                t.task_instances.update()
-                .where(ti.dag_id == dag_id, ti.run_id == run_id, ti.task_id == task_id)
-                .values(state=state.value, updated_at=rows.utcnow(), **fields)
-            )
-            return _select_one(conn, dag_id, run_id, task_id, lock=False)
+            return _update(conn, current, state, fields)
 
         return write(self.engine, f"change the state of task {task_id!r}", work)
 
@@ -150,24 +141,36 @@ class TaskInstances:
         """Like :meth:`transition`, for the scheduler taking work: None, without waiting, if
         another transaction holds the row (a ``runs clear`` or ``mark`` under way) or it is
         no longer ``expect``; the caller tries again at its next pass."""
-        unknown = set(fields) - _FIELDS
-        if unknown:
-            raise UsageError(f"cannot set {sorted(unknown)} on a task instance")
+        _check_fields(fields)
 
         def work(conn: Connection) -> TaskInstanceRecord | None:
             current = _select_unlocked(conn, dag_id, run_id, task_id)
             if current is None or current.state is not expect:
                 return None
-            check_task(current.state, state)
-            ti = t.task_instances.c
-            conn.execute(
-                t.task_instances.update()
-                .where(ti.dag_id == dag_id, ti.run_id == run_id, ti.task_id == task_id)
-                .values(state=state.value, updated_at=rows.utcnow(), **fields)
-            )
-            return _select_one(conn, dag_id, run_id, task_id, lock=False)
+            return _update(conn, current, state, fields)
 
         return write(self.engine, f"claim task {task_id!r}", work)
+
+
+def _check_fields(fields: dict[str, Any]) -> None:
+    unknown = set(fields) - _FIELDS
+    if unknown:
+        raise UsageError(f"cannot set {sorted(unknown)} on a task instance")
+
+
+def _update(
+    conn: Connection, current: TaskInstanceRecord, state: TaskState, fields: dict[str, Any]
+) -> TaskInstanceRecord:
+    """Move the locked row ``current`` to ``state`` with ``fields``; the row as it is now."""
+    check_task(current.state, state)
+    ti = t.task_instances.c
+    dag_id, run_id, task_id = current.dag_id, current.run_id, current.task_id
+    conn.execute(
+        t.task_instances.update()
+        .where(ti.dag_id == dag_id, ti.run_id == run_id, ti.task_id == task_id)
+        .values(state=state.value, updated_at=rows.utcnow(), **fields)
+    )
+    return _select_one(conn, dag_id, run_id, task_id, lock=False)
 
 
 def _select_one(
