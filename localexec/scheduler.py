@@ -104,6 +104,9 @@ class Scheduler:
         self.tenants = TenantWatch(config, store)
         self._started: dict[TaskKey, _Started] = {}
         self._unrecorded: list[Finished[TaskKey]] = []
+        # What a previous scheduler left is settled once, at the first run(): a later run()
+        # of this one must not take its own running attempts for leftovers.
+        self._recovered = False
         self._specs: dict[tuple[str, int], DagSpec] = {}
         self.user = current_user()
 
@@ -116,13 +119,12 @@ class Scheduler:
         that fails on it is retried after a pause that doubles up to ``MAX_OUTAGE_PAUSE``,
         running attempts go on, and their outcomes are recorded once it is back (the pool
         replaces the dead connections: ``pool_pre_ping``)."""
-        recovered = False
         pause = 0.0
         while not stop():
             try:
-                if not recovered:
+                if not self._recovered:
                     self.recover()
-                    recovered = True
+                    self._recovered = True
                 busy = self.tick()
                 if until_idle and not busy:
                     return
@@ -511,6 +513,8 @@ class Scheduler:
         for run in self.store.runs.list(states=set(ACTIVE_RUN_STATES)):
             spec = self.spec(run.dag_id, run.version)
             for ti in self.store.tasks.list(run.dag_id, run.run_id):
+                if (run.dag_id, run.run_id, ti.task_id) in self._started:
+                    continue  # this scheduler's own attempt
                 if ti.state is TaskState.QUEUED:
                     self.store.tasks.transition(
                         run.dag_id,

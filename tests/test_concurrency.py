@@ -139,8 +139,10 @@ def test_authors_push_and_trigger_while_the_scheduler_runs(node: Path) -> None:
         assert versions == list(range(1, WORKERS * PUSHES + 2))
         assert len({v.spec_hash for v in store.list_versions("busy")}) == len(versions)
         for run_id in run_ids:
-            assert store.runs.get("busy", run_id).state is RunState.SUCCESS
             tis = store.tasks.list("busy", run_id)
+            assert store.runs.get("busy", run_id).state is RunState.SUCCESS, [
+                (ti.task_id, ti.state, ti.outcome) for ti in tis
+            ]
             assert {(ti.task_id, ti.state, ti.try_number) for ti in tis} == {
                 ("first", TaskState.SUCCESS, 1),
                 ("second", TaskState.SUCCESS, 1),

@@ -429,3 +429,38 @@ def test_tasks_after_the_first_start_warm_unless_turned_off(
     # Nothing is left running once the scheduler is done: its idle spare was stopped.
     me = psutil.Process()
     assert [p for p in me.children(recursive=True) if p.status() != "zombie"] == []
+
+
+def test_a_second_run_call_does_not_take_its_own_attempts_for_leftovers(
+    cli, home: Path, make_folder
+) -> None:
+    """run() settles what a previous scheduler left, once: a later run() of the same
+    scheduler (a service's loop resumed, a test's two phases) found its own running attempt
+    and failed it as 'the scheduler restarted'."""
+    dag = """
+import time
+from isolate import DAG, task
+
+@task
+def slow():
+    time.sleep(1)
+    return "done"
+
+with DAG("twice"):
+    slow()
+"""
+    cli("push", str(make_folder({"dag.py": dag})))
+    run_id = json.loads(cli("trigger", "twice", "--json").stdout)["run_id"]
+    config = load_config(home)
+    with (
+        open_store(config) as store,
+        Scheduler(config, store, parallelism=1, poll_interval=0.02) as scheduler,
+    ):
+
+        def running() -> bool:
+            return store.tasks.get("twice", run_id, "slow").state is TaskState.RUNNING
+
+        scheduler.run(stop=running)  # returns while the task runs
+        scheduler.run(until_idle=True)
+    task = show(cli, run_id)["tasks"][0]
+    assert (task["state"], task["try_number"], task["xcom"]) == ("success", 1, "done")
