@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import pwd
 import selectors
@@ -24,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from isolate import jsondata
 from localexec.attempt import Attempt, Outcome, Running, describe
 from localexec.cgroups import AttemptCgroup
 from localexec.child import child_main
@@ -285,8 +285,8 @@ def _parse_result(reader: _Reader) -> tuple[Any, bool, str | None]:
     if not reader.data:
         return None, False, None
     try:
-        message = json.loads(bytes(reader.data), parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        message = jsondata.loads(bytes(reader.data), max_depth=jsondata.MAX_DEPTH + 1)
+    except jsondata.JsonDataError as exc:
         return None, False, f"sent a result that is not valid JSON ({_one_line(str(exc))})"
     if isinstance(message, dict) and set(message) == {"xcom"}:
         return message["xcom"], True, None
@@ -297,10 +297,6 @@ def _parse_result(reader: _Reader) -> tuple[Any, bool, str | None]:
     ):
         return None, False, _one_line(message["error"]) or "failed"
     return None, False, "sent a malformed result message"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _one_line(text: str) -> str:

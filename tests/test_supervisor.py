@@ -533,3 +533,60 @@ def _fd_open(fd: int) -> bool:
     except OSError:
         return False
     return True
+
+
+# A task owns its process: it can write any bytes to the result pipe itself and exit. What
+# the supervisor accepts must be writable again later (a warm start's context, the store).
+FORGER = """
+    import fcntl, os, sys
+
+    def send(raw):
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("pipe:") and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_WRONLY:
+                os.write(fd, raw.encode())
+                os.close(fd)
+        os._exit(0)
+
+    def overflow():
+        send('{"xcom": [1e999]}')
+
+    def nan():
+        send('{"xcom": NaN}')
+
+    def deep():
+        send('{"xcom": ' + "[" * 990 + "]" * 990 + "}")
+
+    def deepest_allowed():
+        send('{"xcom": ' + "[" * 64 + "]" * 64 + "}")
+"""
+
+
+@pytest.mark.parametrize(
+    ("forged", "why"),
+    [
+        ("overflow", "out of range"),
+        ("nan", "NaN is not a JSON number"),
+        ("deep", "nested deeper than"),
+    ],
+)
+def test_a_forged_result_the_store_cannot_hold_fails_the_attempt(
+    make_attempt: MakeAttempt, forged: str, why: str
+) -> None:
+    outcome = run(make_attempt({"forge.py": FORGER}, callable=f"forge:{forged}"))
+    assert not outcome.ok and not outcome.has_xcom
+    assert outcome.error is not None and "not valid JSON" in outcome.error
+    assert why in outcome.error
+
+
+def test_a_result_nested_64_deep_is_accepted(make_attempt: MakeAttempt) -> None:
+    outcome = run(make_attempt({"forge.py": FORGER}, callable="forge:deepest_allowed"))
+    assert outcome.ok, outcome.message
+    depth, value = 0, outcome.xcom
+    while isinstance(value, list):
+        depth, value = depth + 1, value[0] if value else None
+    assert depth == 64
