@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any, BinaryIO
 import click
 from filelock import FileLock, Timeout
 
+from cli import daemonlog
 from cli.completion import complete_dag_ids
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, printable, short_hash, write_output
@@ -30,6 +32,8 @@ from localexec.adhoc import run_task
 from localexec.pushserver import PushServer
 from localexec.scheduler import MAX_OUTAGE_PAUSE, MIN_OUTAGE_PAUSE, Scheduler
 from localexec.workspace import Workspace
+
+log = logging.getLogger("isolate.scheduler")
 
 # Which DAG a run id belongs to, where run ids of two DAGs could be equal.
 run_dag_option = click.option(
@@ -63,6 +67,7 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
       isolate scheduler --parallelism 8
     """
     config = load_config(home)
+    daemonlog.configure()
     stopping = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -86,7 +91,9 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
             server.start()  # authors who cannot write the store push through its socket
             try:
                 with Scheduler(config, store, parallelism=parallelism) as scheduler:
+                    log.info("%s; push socket %s", scheduler.describe(), server.path)
                     scheduler.run(until_idle=until_idle, stop=lambda: stopping)
+                    log.info("stopped")
             finally:
                 server.stop()
     finally:

@@ -54,6 +54,11 @@ class Executor(Generic[K]):
     def busy(self) -> bool:
         return bool(self._active)
 
+    @property
+    def running_keys(self) -> frozenset[K]:
+        """The keys of the attempts started and not yet collected by :meth:`finished`."""
+        return frozenset(self._active)
+
     def submit(self, key: K, attempt: Attempt, on_start: Callable[[Running], None]) -> Running:
         """Start ``attempt`` now (fork in this thread) and wait for it in the background."""
         running = self._start(attempt)

@@ -10,8 +10,8 @@ settled by the normal rules (their processes are killed if still alive).
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -29,6 +29,8 @@ from isolate.model import DagSpec, TaskSpec
 from isolate.push import current_user
 from isolate.states import ACTIVE_RUN_STATES, RunState, TaskState
 from isolate.store import RunRecord, Store, TaskInstanceRecord
+from isolate.store.engine import display_url
+from isolate.store.tasks import StaleStateError
 from isolate.tenancy import Tenant
 from isolate.triggering import scheduled_run_id
 from localexec.attempt import (
@@ -52,6 +54,7 @@ from localexec.timetable import due_intervals
 from localexec.workspace import Workspace
 
 TaskKey = tuple[str, str, str]  # dag_id, run_id, task_id
+log = logging.getLogger("isolate.scheduler")
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,20 @@ class Scheduler:
 
     @staticmethod
     def _say(message: str) -> None:
-        print(f"isolate scheduler: {message}", file=sys.stderr, flush=True)
+        log.warning("%s", message)
+
+    @staticmethod
+    def _contained(what: str, key: tuple[str, ...], exc: BaseException) -> None:
+        """An unexpected error confined to one run or attempt: the admin gets it with its
+        traceback, the loop goes on (the fault barrier: one tenant's run never stops it)."""
+        log.error(
+            "contained a fault while %s (%s): %s: %s",
+            what,
+            " ".join(key),
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
 
     def tick(self) -> bool:
         """One pass; returns whether anything is still active (runs or attempts)."""
@@ -159,13 +175,19 @@ class Scheduler:
             if run.state is RunState.RUNNING:
                 running_per_dag[run.dag_id] = running_per_dag.get(run.dag_id, 0) + 1
         for run in sorted(active, key=lambda r: (r.logical_date, r.run_id)):
-            spec = self.spec(run.dag_id, run.version)
-            if run.state is RunState.QUEUED:
-                if running_per_dag.get(run.dag_id, 0) >= spec.max_active_runs:
-                    continue
-                run = self.store.runs.set_state(run.dag_id, run.run_id, RunState.RUNNING)
-                running_per_dag[run.dag_id] = running_per_dag.get(run.dag_id, 0) + 1
-            found = self.advance(run, spec, now)
+            try:
+                spec = self.spec(run.dag_id, run.version)
+                if run.state is RunState.QUEUED:
+                    if running_per_dag.get(run.dag_id, 0) >= spec.max_active_runs:
+                        continue
+                    run = self.store.runs.set_state(run.dag_id, run.run_id, RunState.RUNNING)
+                    running_per_dag[run.dag_id] = running_per_dag.get(run.dag_id, 0) + 1
+                found = self.advance(run, spec, now)
+            except StoreError:
+                raise  # the database: the whole pass waits for it (run())
+            except Exception as exc:
+                self._contained("planning a run", (run.dag_id, run.run_id), exc)
+                continue  # planned again at the next pass
             if found is None:
                 unfinished -= 1
             else:
@@ -173,9 +195,27 @@ class Scheduler:
         for ready in runnable:
             if self.executor.free_slots <= 0:
                 break
-            self.launch(ready)
+            try:
+                self.launch(ready)
+            except StoreError:
+                raise
+            except Exception as exc:
+                key = (ready.run.dag_id, ready.run.run_id, ready.task.task_id)
+                self._contained("launching an attempt", key, exc)
         self.executor.replenish()
         return unfinished > 0 or self.executor.busy or bool(self._unrecorded)
+
+    def describe(self) -> str:
+        """The start line: the home, the database, what confines tasks, the slots."""
+        settings, host = self.config.settings, self.host
+        return (
+            f"started on {self.config.home}, database {display_url(self.config.database_url)}, "
+            f"parallelism {self.executor.parallelism}; hardening: cgroups={settings.cgroups} "
+            f"({'yes' if host.cgroups else 'no'}), landlock={settings.landlock} "
+            f"(ABI {host.landlock_abi}), bubblewrap={settings.bubblewrap} "
+            f"({'yes' if host.bwrap else 'no'}), warm starts "
+            f"{'on' if settings.warm_starts else 'off'}"
+        )
 
     def close(self) -> None:
         """Stop what the scheduler keeps between runs: its idle warm-start processes."""
@@ -199,21 +239,29 @@ class Scheduler:
         for summary in self.store.list_dags():
             if summary.is_paused or summary.latest_version is None:
                 continue
-            spec = self.spec(summary.dag_id, summary.latest_version)
-            if spec.schedule is None:
-                continue
-            last = self.store.runs.last_logical_date(summary.dag_id, "scheduled")
-            for interval in due_intervals(spec, last=last, now=now, limit=spec.max_active_runs):
-                self.store.runs.create(
-                    spec.dag_id,
-                    run_id=scheduled_run_id(interval.start),
-                    run_type="scheduled",
-                    logical_date=interval.start,
-                    conf={},
-                    created_by="scheduler",
-                    version=summary.latest_version,
-                    task_ids=list(spec.task_ids),
-                )
+            try:
+                self._create_due_runs(summary.dag_id, summary.latest_version, now)
+            except StoreError:
+                raise
+            except Exception as exc:
+                self._contained("creating scheduled runs", (summary.dag_id,), exc)
+
+    def _create_due_runs(self, dag_id: str, version: int, now: datetime) -> None:
+        spec = self.spec(dag_id, version)
+        if spec.schedule is None:
+            return
+        last = self.store.runs.last_logical_date(dag_id, "scheduled")
+        for interval in due_intervals(spec, last=last, now=now, limit=spec.max_active_runs):
+            self.store.runs.create(
+                spec.dag_id,
+                run_id=scheduled_run_id(interval.start),
+                run_type="scheduled",
+                logical_date=interval.start,
+                conf={},
+                created_by="scheduler",
+                version=version,
+                task_ids=list(spec.task_ids),
+            )
 
     def advance(self, run: RunRecord, spec: DagSpec, now: datetime) -> list[_Ready] | None:
         """Apply the planner's decisions to one run; returns its tasks ready to start, or
@@ -221,33 +269,29 @@ class Scheduler:
         tis = {ti.task_id: ti for ti in self.store.tasks.list(run.dag_id, run.run_id)}
         views = {task_id: TaskView(ti.state, ti.next_try_at) for task_id, ti in tis.items()}
         plan = plan_run(spec, views, now)
-        tasks = self.store.tasks
+        stale = False
+
+        def move(task_id: str, state: TaskState, expect: TaskState, **fields: Any) -> None:
+            # A concurrent writer (`tasks clear`, a mark) moved the task since it was read:
+            # theirs stands, and the run is planned again from what is stored next pass.
+            nonlocal stale
+            try:
+                tis[task_id] = self.store.tasks.transition(
+                    run.dag_id, run.run_id, task_id, state, expect=expect, **fields
+                )
+            except StaleStateError:
+                stale = True
+
         for task_id in plan.schedule:
-            tis[task_id] = tasks.transition(
-                run.dag_id, run.run_id, task_id, TaskState.SCHEDULED, expect=TaskState.NONE
-            )
+            move(task_id, TaskState.SCHEDULED, TaskState.NONE)
         for task_id in plan.retry_now:
-            tis[task_id] = tasks.transition(
-                run.dag_id, run.run_id, task_id, TaskState.SCHEDULED, expect=TaskState.UP_FOR_RETRY
-            )
+            move(task_id, TaskState.SCHEDULED, TaskState.UP_FOR_RETRY)
         for task_id in plan.skip:
-            tasks.transition(
-                run.dag_id,
-                run.run_id,
-                task_id,
-                TaskState.SKIPPED,
-                expect=TaskState.NONE,
-                ended_at=now,
-            )
+            move(task_id, TaskState.SKIPPED, TaskState.NONE, ended_at=now)
         for task_id in plan.upstream_failed:
-            tasks.transition(
-                run.dag_id,
-                run.run_id,
-                task_id,
-                TaskState.UPSTREAM_FAILED,
-                expect=TaskState.NONE,
-                ended_at=now,
-            )
+            move(task_id, TaskState.UPSTREAM_FAILED, TaskState.NONE, ended_at=now)
+        if stale:
+            return []  # not finished: whatever changed is planned at the next pass
         if plan.finished is not None:
             self.store.runs.set_state(run.dag_id, run.run_id, plan.finished)
             return None  # the run is over
@@ -285,12 +329,28 @@ class Scheduler:
             retry = not isinstance(exc, UnownedDagError | HardeningUnavailable)
             self.settle(run, task, try_number, ok=False, message=message, retry=retry)
             return
+        except Exception as exc:
+            held.close()
+            self._contained("preparing an attempt", key, exc)
+            message = (
+                f"could not start: internal error ({type(exc).__name__}; see the scheduler's log)"
+            )
+            self._log_refusal(run, task, try_number, message)
+            self.settle(run, task, try_number, ok=False, message=message)
+            return
         self._started[key] = _Started(try_number, held, run)
 
         try:
             self.executor.submit(key, attempt, self._mark_running)
-        except OSError as exc:
+        except StoreError:
+            raise  # started: its start is recorded with its outcome (record())
+        except Exception as exc:
+            if key in self.executor.running_keys:
+                self._contained("recording an attempt's start", key, exc)
+                return  # it runs; record() settles it from its outcome
             self._started.pop(key).held.close()
+            if not isinstance(exc, OSError):
+                self._contained("starting an attempt", key, exc)
             self.settle(run, task, try_number, ok=False, message=f"could not start: {exc}")
 
     def _mark_running(self, running: Running) -> None:
@@ -382,31 +442,40 @@ class Scheduler:
         self._unrecorded += finished
         while self._unrecorded:
             item = self._unrecorded[0]
-            dag_id, run_id, task_id = item.key
             started = self._started.get(item.key)
-            run = started.run if started else self.store.runs.get(dag_id, run_id)
-            task = self.spec(dag_id, run.version).task(task_id)
-            try_number = (
-                started.try_number if started else item.running.attempt.context["try_number"]
-            )
-            state = self.store.tasks.get(*item.key).state
-            if state is TaskState.QUEUED:  # its start went unrecorded (the database was down)
-                self._mark_running(item.running)
-                state = TaskState.RUNNING
-            if state is TaskState.RUNNING:
-                self.settle(
-                    run,
-                    task,
-                    try_number,
-                    ok=item.outcome.ok,
-                    message=_message(item.outcome),
-                    outcome=item.outcome,
-                )
-            # else: recorded already (a commit whose acknowledgement the outage swallowed)
+            try:
+                self._record_one(item, started)
+            except StoreError:
+                raise  # kept: recorded once the database is back
+            except StaleStateError:
+                # Cleared or marked while it ran: that change stands over this outcome.
+                log.info("outcome of %s not recorded: the task changed meanwhile", item.key)
+            except Exception as exc:
+                self._contained("recording an outcome", item.key, exc)
             self._unrecorded.pop(0)
             if self._started.get(item.key) is started and started is not None:
                 del self._started[item.key]
                 started.held.close()
+
+    def _record_one(self, item: Finished[TaskKey], started: _Started | None) -> None:
+        dag_id, run_id, task_id = item.key
+        run = started.run if started else self.store.runs.get(dag_id, run_id)
+        task = self.spec(dag_id, run.version).task(task_id)
+        try_number = started.try_number if started else item.running.attempt.context["try_number"]
+        state = self.store.tasks.get(*item.key).state
+        if state is TaskState.QUEUED:  # its start went unrecorded (the database was down)
+            self._mark_running(item.running)
+            state = TaskState.RUNNING
+        if state is TaskState.RUNNING:
+            self.settle(
+                run,
+                task,
+                try_number,
+                ok=item.outcome.ok,
+                message=_message(item.outcome),
+                outcome=item.outcome,
+            )
+        # else: recorded already (a commit whose acknowledgement the outage swallowed)
 
     def settle(
         self,
@@ -511,24 +580,34 @@ class Scheduler:
     def recover(self) -> None:
         """Settle attempts a previous scheduler left queued or running (it was killed)."""
         for run in self.store.runs.list(states=set(ACTIVE_RUN_STATES)):
-            spec = self.spec(run.dag_id, run.version)
-            for ti in self.store.tasks.list(run.dag_id, run.run_id):
-                if (run.dag_id, run.run_id, ti.task_id) in self._started:
-                    continue  # this scheduler's own attempt
-                if ti.state is TaskState.QUEUED:
-                    self.store.tasks.transition(
-                        run.dag_id,
-                        run.run_id,
-                        ti.task_id,
-                        TaskState.SCHEDULED,
-                        expect=TaskState.QUEUED,
-                    )
-                elif ti.state is TaskState.RUNNING:
-                    killed = kill_if_alive(ti.pid, ti.pid_started)
-                    why = "the scheduler restarted; the attempt " + (
-                        "was killed" if killed else "had ended"
-                    )
-                    self.settle(run, spec.task(ti.task_id), ti.try_number, ok=False, message=why)
+            try:
+                self._recover_run(run)
+            except StoreError:
+                raise
+            except Exception as exc:
+                self._contained(
+                    "settling a previous scheduler's attempts", (run.dag_id, run.run_id), exc
+                )
+
+    def _recover_run(self, run: RunRecord) -> None:
+        spec = self.spec(run.dag_id, run.version)
+        for ti in self.store.tasks.list(run.dag_id, run.run_id):
+            if (run.dag_id, run.run_id, ti.task_id) in self._started:
+                continue  # this scheduler's own attempt
+            if ti.state is TaskState.QUEUED:
+                self.store.tasks.transition(
+                    run.dag_id,
+                    run.run_id,
+                    ti.task_id,
+                    TaskState.SCHEDULED,
+                    expect=TaskState.QUEUED,
+                )
+            elif ti.state is TaskState.RUNNING:
+                killed = kill_if_alive(ti.pid, ti.pid_started)
+                why = "the scheduler restarted; the attempt " + (
+                    "was killed" if killed else "had ended"
+                )
+                self.settle(run, spec.task(ti.task_id), ti.try_number, ok=False, message=why)
 
 
 def _params(spec: DagSpec, run: RunRecord) -> dict[str, Any]:
