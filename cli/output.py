@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 from collections.abc import Sequence
@@ -62,14 +63,27 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-# Task output is hostile: on a terminal, control bytes other than newline and tab could move
-# the cursor, retitle the window or forge lines, so they are shown as "?".
-_UNSAFE = bytes(range(32)).replace(b"\n", b"").replace(b"\t", b"") + b"\x7f"
-_TERMINAL_SAFE = bytes.maketrans(_UNSAFE, b"?" * len(_UNSAFE))
+# Task output is hostile: on a terminal, control characters other than newline and tab
+# could move the cursor, retitle the window or forge lines, so they are shown as "?": C0 and
+# DEL, and C1 (U+0080-U+009F: a UTF-8 terminal takes U+009B for CSI, as ESC [).
+_UNSAFE = [*range(32), *range(0x7F, 0xA0)]
+_TERMINAL_SAFE = {code: "?" for code in _UNSAFE if chr(code) not in "\n\t"}
+
+
+def terminal_safe(data: bytes, decoder: codecs.IncrementalDecoder | None = None) -> bytes:
+    """``data`` as a terminal may show it: no control characters but newline and tab;
+    bytes that are not UTF-8 become U+FFFD (a lone 0x9B byte is CSI to some terminals).
+    ``decoder`` carries a character split between two chunks over to the next."""
+    text = decoder.decode(data) if decoder else data.decode("utf-8", "replace")
+    return text.translate(_TERMINAL_SAFE).encode("utf-8")
+
+
+# One stream of output per command: a character split across reads is decoded whole.
+_decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
 
 def write_output(data: bytes) -> None:
     """Write task output to stdout: as is when piped, made harmless on a terminal."""
     out = sys.stdout.buffer
-    out.write(data.translate(_TERMINAL_SAFE) if sys.stdout.isatty() else data)
+    out.write(terminal_safe(data, _decoder) if sys.stdout.isatty() else data)
     out.flush()

@@ -30,6 +30,8 @@ class Settings:
     database_url: str | None = None
     max_spec_bytes: int = 4 * MIB
     max_bundle_bytes: int = 32 * MIB
+    # A try's log: the task's output past this many bytes is dropped, with a marker.
+    max_log_bytes: int = 100 * MIB
     paused_at_creation: bool = False
     # The interpreter every env is built on. It must be executable by the users tasks run
     # as: Debian's python3, not one under root's 0700 home.
@@ -69,7 +71,7 @@ class Settings:
     sandbox_network: bool = False
 
 
-_SIZE_KEYS = {"max_spec_bytes", "max_bundle_bytes"}
+_SIZE_KEYS = {"max_spec_bytes", "max_bundle_bytes", "max_log_bytes"}
 _BOOL_KEYS = {
     "paused_at_creation",
     "offline",

@@ -40,6 +40,8 @@ _TEMPLATE = """\
 # Largest serialized DAG document and code bundle accepted by `isolate push`.
 # max_spec_bytes = "4M"
 # max_bundle_bytes = "32M"
+# Largest log of one try: the task's output beyond it is dropped, with a marker.
+# max_log_bytes = "100M"
 # Whether a DAG pushed for the first time starts paused.
 # paused_at_creation = false
 # The interpreter envs are built on (must be executable by the users tasks run as),

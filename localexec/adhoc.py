@@ -93,6 +93,7 @@ def run_task(config: Config, path: Path, task_id: str, *, dag_id: str | None = N
             run_as=tenant.run_as if tenant else None,
             limits=capped(task.limits, tenant.limits) if tenant else None,
             sandbox=replace(sandbox, cgroup=False),
+            log_max_bytes=config.settings.max_log_bytes,
         )
         outcome = supervisor.run(attempt, layers=layers_for(attempt.sandbox))
         log = log_path.read_text(encoding="utf-8", errors="replace")

@@ -19,6 +19,7 @@ from localexec.sandbox import Sandbox
 KINDS = ("python", "command", "callback")
 DEFAULT_XCOM_MAX_BYTES = 1 << 20
 DEFAULT_KILL_GRACE = 5.0
+DEFAULT_LOG_MAX_BYTES = 100 << 20
 
 
 def make_context(
@@ -86,6 +87,7 @@ class Attempt:
     version: int | None = None
     env_key: str | None = None
     xcom_max_bytes: int = DEFAULT_XCOM_MAX_BYTES
+    log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
     kill_grace: float = DEFAULT_KILL_GRACE
     sandbox: Sandbox = field(default_factory=Sandbox)
 
@@ -117,6 +119,8 @@ class Running:
     # The parent's ends of the channels; owned by the supervisor, closed by wait().
     _monotonic: float = field(repr=False, default=0.0)
     _log_fd: int = field(repr=False, default=-1)
+    # The read end of the task's stdout and stderr, copied into the log (logs.LogSink).
+    _output_fd: int | None = field(repr=False, default=None)
     _result_fd: int | None = field(repr=False, default=None)
     _error_fd: int = field(repr=False, default=-1)
     # The attempt's cgroup (cgroups.py), if the node has them: emptied and removed by wait().
@@ -210,6 +214,7 @@ def task_attempt(
     run_as: str | None = None,
     limits: Limits | None = None,
     sandbox: Sandbox | None = None,
+    log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
 ) -> Attempt:
     """The attempt that runs ``task`` of ``spec`` as the format describes it, as ``run_as``
     (None: the supervisor's user) within ``limits`` (default: the task's own)."""
@@ -235,4 +240,5 @@ def task_attempt(
         version=version,
         env_key=where.env_key,
         sandbox=sandbox or Sandbox(),
+        log_max_bytes=log_max_bytes,
     )

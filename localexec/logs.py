@@ -2,8 +2,17 @@
 
 The supervisor creates the file, so a task (or another tenant) cannot point it elsewhere:
 ``O_EXCL`` refuses an existing file and ``O_NOFOLLOW`` a symlink planted at the path (CERT
-FIO32-C/POS35-C: check-then-open races are avoided by letting open() fail). ``O_APPEND`` keeps
-the footer after whatever the task wrote through its inherited copy of the fd.
+FIO32-C/POS35-C: check-then-open races are avoided by letting open() fail).
+
+The task never holds the file: its stdout and stderr are a pipe that the supervisor copies
+into the log through a :class:`LogSink`, which keeps two promises no task can break:
+
+- a line that starts with ``--- isolate`` is the supervisor's (the header, the footer); a
+  task line that would start so is written with a ``(task) `` prefix, and author text in
+  the header (a command's argv, ids) has its control characters escaped, so no newline in
+  it can start a line;
+- the log holds at most ``max_bytes`` of output (setting ``max_log_bytes``): the rest is
+  read and dropped, with a marker, so a task cannot fill the node's disk through its log.
 """
 
 from __future__ import annotations
@@ -43,20 +52,96 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+MARK = b"--- isolate"
+TASK_PREFIX = b"(task) "
+
+
+def visible(value: object) -> str:
+    """``value`` as text with every non-printable character escaped (``\\n``, ``\\x1b``):
+    author text in a line the supervisor writes can never start another line."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
 def header(attempt: Attempt, started_at: dt.datetime) -> bytes:
     """The supervisor's lines before the task's output (the child adds its pid and user)."""
     ctx = attempt.context
     what = attempt.callable if attempt.kind != "command" else _command_text(attempt.command)
     lines = [
         "--- isolate attempt",
-        f"dag: {ctx.get('dag_id')}  run: {ctx.get('run_id')}  task: {ctx.get('task_id')}  "
-        f"try: {ctx.get('try_number')}",
-        f"kind: {attempt.kind}  {what}",
+        f"dag: {visible(ctx.get('dag_id'))}  run: {visible(ctx.get('run_id'))}  "
+        f"task: {visible(ctx.get('task_id'))}  try: {ctx.get('try_number')}",
+        f"kind: {attempt.kind}  {visible(what)}",
         f"version: {attempt.version}  env: {attempt.env_key}",
         f"sandbox: {attempt.sandbox.describe()}",
         f"started: {started_at.isoformat()}",
     ]
     return ("\n".join(lines) + "\n").encode()
+
+
+class LogSink:
+    """The task's output on its way into the log: lines that would pass for the
+    supervisor's are marked as the task's, and everything past ``max_bytes`` is dropped."""
+
+    def __init__(self, fd: int, max_bytes: int) -> None:
+        self.fd = fd
+        self.max_bytes = max_bytes
+        self.written = 0
+        self.dropped = 0
+        self._at_line_start = True
+        self._pending = b""  # the start of a line that may yet turn out to be MARK
+
+    def write(self, data: bytes) -> None:
+        if self.dropped:
+            self.dropped += len(data)
+            return
+        data, self._pending = self._pending + data, b""
+        out = bytearray()
+        i = 0
+        while i < len(data):
+            if self._at_line_start:
+                head = data[i : i + len(MARK)]
+                if len(head) < len(MARK) and MARK.startswith(head) and b"\n" not in head:
+                    self._pending = head  # undecided until more arrives
+                    break
+                if head == MARK:
+                    out += TASK_PREFIX
+            end = data.find(b"\n", i)
+            if end < 0:
+                out += data[i:]
+                self._at_line_start = False
+                break
+            out += data[i : end + 1]
+            i = end + 1
+            self._at_line_start = True
+        self._emit(bytes(out))
+
+    def close(self) -> None:
+        """Write what is held back (the task's last, unfinished line) and, if output was
+        dropped, how much."""
+        if self._pending:
+            pending, self._pending = self._pending, b""
+            self._at_line_start = False
+            self._emit(pending)
+        if self.dropped:
+            write_all(self.fd, f"--- isolate: {self.dropped} bytes of output dropped\n".encode())
+
+    def _emit(self, data: bytes) -> None:
+        room = self.max_bytes - self.written
+        if len(data) <= room:
+            write_all(self.fd, data)
+            self.written += len(data)
+            return
+        write_all(self.fd, data[:room])
+        self.written = self.max_bytes
+        self.dropped = len(data) - room
+        write_all(
+            self.fd,
+            f"\n--- isolate: log truncated at {self.max_bytes} bytes of output "
+            "(setting max_log_bytes); the rest is dropped\n".encode(),
+        )
 
 
 def process_line(pid: int, user: str, *, warm: bool = False) -> bytes:
@@ -69,7 +154,7 @@ def process_line(pid: int, user: str, *, warm: bool = False) -> bytes:
 def footer(outcome: Outcome, ended_at: dt.datetime) -> bytes:
     status = "success" if outcome.ok else "failed"
     return (
-        f"\n--- isolate outcome: {status}: {outcome.message}\n"
+        f"\n--- isolate outcome: {status}: {visible(outcome.message)}\n"
         f"duration: {outcome.duration:.3f}s  ended: {ended_at.isoformat()}\n"
     ).encode()
 

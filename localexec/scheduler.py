@@ -406,6 +406,7 @@ class Scheduler:
             run_as=tenant.run_as if tenant else None,
             limits=capped(task.limits, tenant.limits) if tenant else None,
             sandbox=self.sandbox(tenant, env.env.python),
+            log_max_bytes=self.config.settings.max_log_bytes,
         )
 
     def sandbox(self, tenant: Tenant | None, python: Path) -> Sandbox:
@@ -563,6 +564,7 @@ class Scheduler:
                 run_as=tenant.run_as if tenant else None,
                 limits=capped(task.limits, tenant.limits) if tenant else task.limits,
                 sandbox=self.sandbox(tenant, env.env.python),
+                log_max_bytes=self.config.settings.max_log_bytes,
             )
             self.executor.run_now(attempt)
         except (IsolateError, EnvCacheError, OSError):

@@ -233,9 +233,10 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
     }
     log_fd = create_log(attempt.log_path, reader_gid=reader_gid)
     sent = False
-    ctx_fd = result_r = result_w = error_r = error_w = -1
+    ctx_fd = result_r = result_w = error_r = error_w = output_r = output_w = -1
     try:
         write_all(log_fd, header(attempt, started_at))
+        output_r, output_w = os.pipe()  # the task's stdout and stderr (logs.LogSink)
         ctx_fd = context_memfd(document)
         result_r, result_w = os.pipe()
         # What the cold path's child says before exec: here, only a command that cannot be
@@ -243,17 +244,17 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
         error_r, error_w = os.pipe()
         began = time.monotonic()
         try:
-            socket.send_fds(spare.control, [_HANDOVER], [log_fd, ctx_fd, result_w, error_w])
+            socket.send_fds(spare.control, [_HANDOVER], [output_w, ctx_fd, result_w, error_w])
             sent = True
         except OSError:
             return None
     finally:
-        for fd in (ctx_fd, result_w, error_w):
+        for fd in (ctx_fd, result_w, error_w, output_w):
             if fd >= 0:
                 os.close(fd)
         spare.control.close()
         if not sent:
-            for fd in (result_r, error_r, log_fd):
+            for fd in (result_r, error_r, log_fd, output_r):
                 if fd >= 0:
                     os.close(fd)
             with contextlib.suppress(OSError):
@@ -262,7 +263,7 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
     if not attempt.sends_result:  # a command sends none: its end was closed before exec
         os.close(result_r)
         result_r = -1
-    for fd in (result_r, error_r):
+    for fd in (result_r, error_r, output_r):
         if fd >= 0:
             os.set_blocking(fd, False)
     return Running(
@@ -273,6 +274,7 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
         started_at=started_at,
         _monotonic=began,
         _log_fd=log_fd,
+        _output_fd=output_r,
         _result_fd=result_r if result_r >= 0 else None,
         _error_fd=error_r,
         _cgroup=spare.cgroup,

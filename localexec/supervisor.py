@@ -27,7 +27,7 @@ from isolate import jsondata
 from localexec.attempt import Attempt, Outcome, Running, describe
 from localexec.cgroups import AttemptCgroup
 from localexec.child import child_main
-from localexec.logs import create_log, footer, header, write_all
+from localexec.logs import LogSink, create_log, footer, header, write_all
 from localexec.sandbox import exit_signal
 
 _READ_CHUNK = 1 << 16
@@ -51,6 +51,10 @@ def start(
     child_fds: list[int] = []
     try:
         write_all(log_fd, header(attempt, started_at))
+        # The task writes into a pipe, never the file: the supervisor copies it (LogSink).
+        output_r, output_w = os.pipe()
+        parent_fds.append(output_r)
+        child_fds.append(output_w)
         result_r = result_w = None
         if attempt.sends_result:
             result_r, result_w = os.pipe()
@@ -66,7 +70,7 @@ def start(
             try:
                 child_main(
                     attempt,
-                    log_fd,
+                    output_w,
                     result_w,
                     error_w,
                     supervisor=supervisor,
@@ -81,7 +85,7 @@ def start(
         raise
     for fd in child_fds:
         os.close(fd)
-    for read_end in (result_r, error_r):
+    for read_end in (result_r, error_r, output_r):
         if read_end is not None:
             os.set_blocking(read_end, False)
     try:
@@ -96,6 +100,7 @@ def start(
         started_at=started_at,
         _monotonic=began,
         _log_fd=log_fd,
+        _output_fd=output_r,
         _result_fd=result_r,
         _error_fd=error_r,
         _cgroup=cgroup,
@@ -121,15 +126,17 @@ def wait(running: Running) -> Outcome:
     attempt = running.attempt
     reader = _Reader(running._result_fd, attempt.xcom_max_bytes)
     errors = _Reader(running._error_fd, 4096)
-    status, timed_out, killed = _wait_loop(running, reader, errors)
+    sink = LogSink(running._log_fd, attempt.log_max_bytes)
+    output = _Copier(running._output_fd, sink)
+    status, timed_out, killed = _wait_loop(running, reader, errors, output)
     ended = time.monotonic()
     signal_group(running, signal.SIGKILL)  # leftovers: daemons, double forks
     if running._cgroup is not None:
         running._cgroup.remove()  # and those that left the group (setsid): all of its cgroup
-    reader.drain()
-    errors.drain()
-    reader.close()
-    errors.close()
+    for channel in (reader, errors, output):
+        channel.drain()
+        channel.close()
+    sink.close()
 
     exit_code = os.waitstatus_to_exitcode(status)
     sandboxed = exit_signal(attempt.sandbox, exit_code)
@@ -177,7 +184,9 @@ def run(attempt: Attempt, *, layers: list[int] | None = None) -> Outcome:
     return wait(start(attempt, layers=layers))
 
 
-def _wait_loop(running: Running, reader: _Reader, errors: _Reader) -> tuple[int, bool, bool]:
+def _wait_loop(
+    running: Running, reader: _Reader, errors: _Reader, output: _Copier
+) -> tuple[int, bool, bool]:
     """Until the main process ends: (its wait status, timed out, SIGKILL sent)."""
     attempt = running.attempt
     pidfd = _pidfd(running.pid)
@@ -185,7 +194,7 @@ def _wait_loop(running: Running, reader: _Reader, errors: _Reader) -> tuple[int,
     try:
         if pidfd is not None:
             selector.register(pidfd, selectors.EVENT_READ, None)
-        for channel in (reader, errors):
+        for channel in (reader, errors, output):
             if channel.fd is not None:
                 selector.register(channel.fd, selectors.EVENT_READ, channel)
         deadline = (
@@ -276,6 +285,30 @@ class _Reader:
 
     def text(self) -> str:
         return _one_line(self.data.decode("utf-8", "replace"))
+
+
+class _Copier(_Reader):
+    """Non-blocking reads of the task's output pipe into its log (no limit here: the
+    sink drops what is over the log's cap, and reading on keeps the task from blocking)."""
+
+    def __init__(self, fd: int | None, sink: LogSink) -> None:
+        super().__init__(fd, 0)
+        self.sink = sink
+
+    def read(self) -> bool:
+        if self.fd is None:
+            return False
+        while True:
+            try:
+                chunk = os.read(self.fd, _READ_CHUNK)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            self.sink.write(chunk)
+
+    def drain(self) -> None:
+        self.read()
 
 
 def _parse_result(reader: _Reader) -> tuple[Any, bool, str | None]:

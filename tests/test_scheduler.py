@@ -375,7 +375,8 @@ def test_logs_shown_on_a_terminal_cannot_send_control_sequences(
     dag = (
         "from isolate import DAG, CommandTask\n"
         'with DAG("evil"):\n'
-        '    CommandTask("t", command="printf \'ok\\\\033]0;pwned\\\\007\\\\033[2Jdone\\\\n\'")\n'
+        '    CommandTask("t", command="printf \'ok\\\\033]0;pwned\\\\007\\\\033[2Jdone'
+        "\\\\302\\\\2332Jc1\\\\n'\")\n"
     )
     cli("push", str(make_folder({"dag.py": dag})))
     run_id = json.loads(cli("trigger", "evil", "--json").stdout)["run_id"]
@@ -392,7 +393,8 @@ def test_logs_shown_on_a_terminal_cannot_send_control_sequences(
         shown = os.read(primary, 65536).decode()
     finally:
         os.close(primary)
-    assert "ok?]0;pwned??[2Jdone" in shown and "\x1b" not in shown
+    assert "ok?]0;pwned??[2Jdone?2Jc1" in shown and "\x1b" not in shown
+    assert "\x9b" not in shown  # C1 CSI (UTF-8 C2 9B) too
 
 
 CHAIN = """
