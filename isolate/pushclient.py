@@ -44,8 +44,11 @@ def push_via_server(
                 f"no scheduler is serving pushes at {path}: ask an admin to start "
                 "`isolate scheduler`, or push as an admin"
             ) from None
-        conn.sendall(encode_request(snapshot, message))
-        conn.shutdown(socket.SHUT_WR)
+        try:
+            conn.sendall(encode_request(snapshot, message))
+            conn.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before it read it all (over a cap, a task): its reply says why
         reply = read_frame(conn, max_bytes=REPLY_MAX_BYTES)
     except OSError as exc:
         raise IsolateError(f"push server at {path}: {exc.strerror or exc}") from None

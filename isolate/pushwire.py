@@ -3,7 +3,9 @@
 A request is one length-prefixed JSON header (the DAG versions as canonical spec JSON, and
 a message) followed by the bundle's bytes; the reply is one length-prefixed JSON document.
 The server treats every byte as hostile: sizes are capped before anything is read into
-memory, and the specs and bundle are validated as at any push.
+memory, the JSON must be finite and at most 64 levels deep (:mod:`isolate.jsondata`), the
+whole request must arrive by one deadline, and the specs and bundle are validated as at any
+push.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from isolate import jsondata
 from isolate.bundles import Bundle, bundle_hash, list_bundle
 from isolate.config import Settings
 from isolate.dagfile import FolderSnapshot, LoadedDag
@@ -23,6 +27,8 @@ from isolate.store.store import MAX_MESSAGE
 
 _LENGTH = struct.Struct(">I")
 MAX_DAGS = 1000
+INTERNAL_ERROR = "internal error in the push server"
+LATE = "the request was not received in time"
 
 
 class ProtocolError(UsageError):
@@ -50,11 +56,20 @@ def frame(document: dict[str, Any]) -> bytes:
     return _LENGTH.pack(len(data)) + data
 
 
-def read_exact(conn: socket.socket, size: int) -> bytes:
+def read_exact(conn: socket.socket, size: int, *, deadline: float | None = None) -> bytes:
+    """``size`` bytes from ``conn``; with a ``deadline`` (``time.monotonic()``), all of them
+    by then, however slowly they trickle in (the socket's timeout is what is left of it)."""
     chunks: list[bytes] = []
     left = size
     while left:
-        chunk = conn.recv(min(left, 1 << 20))
+        if deadline is not None:
+            conn.settimeout(_remaining(deadline))
+        try:
+            chunk = conn.recv(min(left, 1 << 20))
+        except TimeoutError:
+            if deadline is None:
+                raise
+            raise ProtocolError(LATE) from None
         if not chunk:
             raise ProtocolError("the connection closed in the middle of a message")
         chunks.append(chunk)
@@ -62,23 +77,39 @@ def read_exact(conn: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(conn: socket.socket, *, max_bytes: int) -> dict[str, Any]:
-    (size,) = _LENGTH.unpack(read_exact(conn, _LENGTH.size))
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:  # a timeout of 0 would make the socket non-blocking, not late
+        raise ProtocolError(LATE)
+    return left
+
+
+def read_frame(
+    conn: socket.socket, *, max_bytes: int, deadline: float | None = None
+) -> dict[str, Any]:
+    """One length-prefixed JSON object, at most ``max_bytes`` long, finite and depth-capped."""
+    (size,) = _LENGTH.unpack(read_exact(conn, _LENGTH.size, deadline=deadline))
     if size > max_bytes:
         raise ProtocolError(f"message of {size} bytes is over the limit of {max_bytes}")
     try:
-        document = json.loads(read_exact(conn, size))
-    except ValueError:
-        raise ProtocolError("message is not JSON") from None
+        document = jsondata.loads(read_exact(conn, size, deadline=deadline))
+    except jsondata.JsonDataError as exc:
+        raise ProtocolError(f"message is not JSON this server accepts: {exc}") from None
     if not isinstance(document, dict):
         raise ProtocolError("message is not a JSON object")
     return document
 
 
-def read_request(conn: socket.socket, settings: Settings) -> PushRequest:
-    """Read and validate a push request from a client (hostile input)."""
+def read_request(
+    conn: socket.socket, settings: Settings, *, deadline: float | None = None
+) -> PushRequest:
+    """Read and validate a push request from a client (hostile input), all of it by
+    ``deadline``. Raises :class:`IsolateError` for anything wrong with it, ``OSError`` if
+    the connection fails."""
     # Every spec may be as large as the cap; the header holds at most MAX_DAGS of them.
-    header = read_frame(conn, max_bytes=settings.max_spec_bytes * 4 + MAX_MESSAGE + 4096)
+    header = read_frame(
+        conn, max_bytes=settings.max_spec_bytes * 4 + MAX_MESSAGE + 4096, deadline=deadline
+    )
     specs, message, length = header.get("specs"), header.get("message"), header.get("bundle_len")
     if header.get("version") != 1:
         raise ProtocolError(f"unknown push protocol version {header.get('version')!r}")
@@ -95,8 +126,12 @@ def read_request(conn: socket.socket, settings: Settings) -> PushRequest:
             f"bundle of {length} bytes is over the cap of {settings.max_bundle_bytes} "
             "(setting max_bundle_bytes)"
         )
-    data = read_exact(conn, length)
-    return PushRequest(snapshot=decode_snapshot(specs, data, settings), message=message)
+    data = read_exact(conn, length, deadline=deadline)
+    try:
+        snapshot = decode_snapshot(specs, data, settings)
+    except ValueError as exc:  # e.g. text that cannot be encoded: the request's fault
+        raise ProtocolError(f"malformed request: {' '.join(str(exc).split())[:200]}") from None
+    return PushRequest(snapshot=snapshot, message=message)
 
 
 def decode_snapshot(specs: list[str], data: bytes, settings: Settings) -> FolderSnapshot:
@@ -122,5 +157,11 @@ def decode_snapshot(specs: list[str], data: bytes, settings: Settings) -> Folder
 
 
 def error_reply(exc: BaseException) -> dict[str, Any]:
-    message = str(exc) if isinstance(exc, IsolateError) else "internal error in the push server"
+    """The one-line reply for ``exc``: its message if it is ours, else an internal error's."""
+    message = str(exc) if isinstance(exc, IsolateError) else INTERNAL_ERROR
     return {"ok": False, "error": message.splitlines()[0] if message else "error"}
+
+
+def internal_error_reply() -> dict[str, Any]:
+    """The reply to a request the server failed on by a fault of its own (never says which)."""
+    return {"ok": False, "error": INTERNAL_ERROR}

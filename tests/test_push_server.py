@@ -9,8 +9,10 @@ import shutil
 import socket
 import tempfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,33 +25,43 @@ from tests.conftest import PYTHON, write_folder
 from tests.osusers import clear_isolate_env, os_users
 
 AUTHOR, OUTSIDER, RUNNER = "isops-author", "isops-outsider", "isops-runner"
+ROBOT = "isops-robot"
+USERS = (AUTHOR, OUTSIDER, RUNNER, ROBOT)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create users")
+
+# The robot tenant's user may push its DAGs, and its tasks run as that user too.
+MAPPING = textwrap.dedent(
+    f"""
+    [[tenant]]
+    name = "team"
+    dags = ["team.*"]
+    pushers = ["{AUTHOR}"]
+    run_as = "{RUNNER}"
+
+    [[tenant]]
+    name = "robot"
+    dags = ["robot.*"]
+    pushers = ["{ROBOT}"]
+    run_as = "{ROBOT}"
+    """
+)
 
 
 @pytest.fixture(scope="module")
 def users() -> Iterator[dict[str, pwd.struct_passwd]]:
-    with os_users(AUTHOR, OUTSIDER, RUNNER) as made:
+    with os_users(*USERS) as made:
         yield made
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushServer]:
+@contextmanager
+def running_server(monkeypatch: pytest.MonkeyPatch, **options: Any) -> Iterator[PushServer]:
+    """A fresh home, its tenant mapping and a started push server (``options`` are its)."""
     base = Path(tempfile.mkdtemp(prefix="isolate-push-"))
     os.chmod(base, 0o711)
     (base / "etc").mkdir(mode=0o755)
     mapping = base / "etc" / "tenants.toml"
-    mapping.write_text(
-        textwrap.dedent(
-            f"""
-            [[tenant]]
-            name = "team"
-            dags = ["team.*"]
-            pushers = ["{AUTHOR}"]
-            run_as = "{RUNNER}"
-            """
-        )
-    )
+    mapping.write_text(MAPPING)
     os.chmod(mapping, 0o644)
     clear_isolate_env(monkeypatch)
     monkeypatch.setenv("ISOLATE_OFFLINE", "true")
@@ -59,7 +71,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushServer]:
     init_home(config)
     upgrade_database(config)
     store = open_store(config)
-    running = PushServer(config, store, timeout=10)
+    running = PushServer(config, store, **options)
     running.start()
     try:
         yield running
@@ -69,13 +81,27 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushServer]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def as_user(user: pwd.struct_passwd, action) -> dict:
-    """Run ``action()`` in a forked child that has become ``user``; its JSON result or error."""
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushServer]:
+    with running_server(monkeypatch, timeout=10) as running:
+        yield running
+
+
+def as_user(
+    user: pwd.struct_passwd,
+    action: Callable[[], Any],
+    *,
+    before: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``action()`` in a forked child that has become ``user`` (after ``before()``, run
+    as root); its JSON result or error."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(read)
+            if before is not None:
+                before()
             os.setgroups([user.pw_gid])
             os.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
             os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
@@ -92,7 +118,8 @@ def as_user(user: pwd.struct_passwd, action) -> dict:
         data += chunk
     os.close(read)
     os.waitpid(pid, 0)
-    return json.loads(data)
+    parsed: dict[str, Any] = json.loads(data)
+    return parsed
 
 
 DAG = (
