@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -266,30 +266,30 @@ class Scheduler:
     def advance(self, run: RunRecord, spec: DagSpec, now: datetime) -> list[_Ready] | None:
         """Apply the planner's decisions to one run; returns its tasks ready to start, or
         None once the run is over."""
-        tis = {ti.task_id: ti for ti in self.store.tasks.list(run.dag_id, run.run_id)}
+        # Without XComs: a launch reads its upstream ones only (prepare()).
+        tis = {ti.task_id: ti for ti in self.store.tasks.list(run.dag_id, run.run_id, xcoms=False)}
         views = {task_id: TaskView(ti.state, ti.next_try_at) for task_id, ti in tis.items()}
         plan = plan_run(spec, views, now)
         stale = False
 
-        def move(task_id: str, state: TaskState, expect: TaskState, **fields: Any) -> None:
-            # A concurrent writer (`tasks clear`, a mark) moved the task since it was read:
-            # theirs stands, and the run is planned again from what is stored next pass.
+        def move(task_ids: list[str], state: TaskState, expect: TaskState, **fields: Any) -> None:
+            # One statement per kind of decision. A concurrent writer (`tasks clear`, a mark)
+            # that moved one of them since it was read wins: the run is planned again from
+            # what is stored at the next pass.
             nonlocal stale
-            try:
-                tis[task_id] = self.store.tasks.transition(
-                    run.dag_id, run.run_id, task_id, state, expect=expect, **fields
-                )
-            except StaleStateError:
-                stale = True
+            if not task_ids:
+                return
+            moved = self.store.tasks.move_many(
+                run.dag_id, run.run_id, task_ids, state, expect=expect, **fields
+            )
+            stale = stale or moved != len(task_ids)
+            for task_id in task_ids:
+                tis[task_id] = replace(tis[task_id], state=state)
 
-        for task_id in plan.schedule:
-            move(task_id, TaskState.SCHEDULED, TaskState.NONE)
-        for task_id in plan.retry_now:
-            move(task_id, TaskState.SCHEDULED, TaskState.UP_FOR_RETRY)
-        for task_id in plan.skip:
-            move(task_id, TaskState.SKIPPED, TaskState.NONE, ended_at=now)
-        for task_id in plan.upstream_failed:
-            move(task_id, TaskState.UPSTREAM_FAILED, TaskState.NONE, ended_at=now)
+        move(plan.schedule, TaskState.SCHEDULED, TaskState.NONE)
+        move(plan.retry_now, TaskState.SCHEDULED, TaskState.UP_FOR_RETRY)
+        move(plan.skip, TaskState.SKIPPED, TaskState.NONE, ended_at=now)
+        move(plan.upstream_failed, TaskState.UPSTREAM_FAILED, TaskState.NONE, ended_at=now)
         if stale:
             return []  # not finished: whatever changed is planned at the next pass
         if plan.finished is not None:
@@ -394,7 +394,7 @@ class Scheduler:
             log_path=log,
             env_key=env.key,
         )
-        xcoms = {up: tis[up].xcom for up in task.upstream if tis[up].xcom is not None}
+        xcoms = self.store.tasks.xcoms(run.dag_id, run.run_id, task.upstream)
         context = self.context(run, spec, task, try_number)
         return task_attempt(
             spec,

@@ -152,7 +152,7 @@ def test_clearing_a_task_waiting_for_its_retry_races_the_loop_harmlessly(
     home: Path, node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`isolate tasks clear` of an up_for_retry task between the scheduler's read and its
-    write: the clear stands, the loop goes on (it used to raise StaleStateError out of it)."""
+    write: the clear stands (the guarded update moves nothing) and the loop goes on."""
     runs = node("retrying", "other")
     run_id = runs["retrying"]
     with open_store(load_config(home)) as store, _scheduler(home, store) as scheduler:
@@ -166,18 +166,19 @@ def test_clearing_a_task_waiting_for_its_retry_races_the_loop_harmlessly(
                 .where(ti.dag_id == "retrying", ti.task_id == "flaky")
                 .values(next_try_at=None)
             )
-        real = store.tasks.transition
+        real = store.tasks.move_many
         raced = []
 
-        def racing(dag_id: str, rid: str, task_id: str, state: TaskState, **kw: Any) -> Any:
-            if task_id == "flaky" and kw.get("expect") is TaskState.UP_FOR_RETRY and not raced:
+        def racing(dag_id: str, rid: str, task_ids: Any, state: TaskState, **kw: Any) -> Any:
+            wanted = list(task_ids)
+            if "flaky" in wanted and kw.get("expect") is TaskState.UP_FOR_RETRY and not raced:
                 raced.append(True)  # the author's clear lands first
                 clear_tasks(
                     store, store.runs.get(dag_id, rid), "flaky", downstream=False, actor="t"
                 )
-            return real(dag_id, rid, task_id, state, **kw)
+            return real(dag_id, rid, wanted, state, **kw)
 
-        monkeypatch.setattr(store.tasks, "transition", racing)
+        monkeypatch.setattr(store.tasks, "move_many", racing)
         more = node("other")
         _run_until(
             scheduler,

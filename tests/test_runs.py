@@ -248,6 +248,54 @@ def test_task_transitions_are_guarded_and_carry_attempt_fields(store: Store) -> 
         store.tasks.get("etl", "r", "b")
 
 
+def test_many_tasks_move_in_one_guarded_update_and_xcoms_load_on_demand(store: Store) -> None:
+    push(store, "etl", "v1")
+    ids = [f"t{i:04d}" for i in range(1203)]  # more than one IN (...) batch
+    store.runs.create(
+        "etl",
+        run_id="r",
+        run_type="manual",
+        logical_date=WHEN,
+        conf={},
+        created_by="x",
+        task_ids=ids,
+    )
+    # Another writer got to one of them first: it is not moved, and the count says so.
+    store.tasks.transition("etl", "r", "t0600", S.SKIPPED, expect=S.NONE)
+    moved = store.tasks.move_many("etl", "r", ids, S.UPSTREAM_FAILED, expect=S.NONE, ended_at=WHEN)
+    assert moved == len(ids) - 1
+    states = {ti.task_id: ti.state for ti in store.tasks.list("etl", "r")}
+    assert states.pop("t0600") is S.SKIPPED
+    assert set(states.values()) == {S.UPSTREAM_FAILED}
+    assert store.tasks.get("etl", "r", "t1202").ended_at == WHEN
+    assert store.tasks.move_many("etl", "r", [], S.SKIPPED, expect=S.NONE) == 0
+    with pytest.raises(TransitionError, match="cannot become running"):
+        store.tasks.move_many("etl", "r", ids, S.RUNNING, expect=S.NONE)
+    with pytest.raises(UsageError, match="cannot set"):
+        store.tasks.move_many("etl", "r", ids, S.SKIPPED, expect=S.NONE, queue="x")
+
+    # XComs: read only for the tasks asked for, and never by a listing without them.
+    store.runs.create(
+        "etl",
+        run_id="x",
+        run_type="manual",
+        logical_date=WHEN,
+        conf={},
+        created_by="x",
+        task_ids=["a", "b", "c"],
+    )
+    for task_id, xcom in (("a", {"n": 1}), ("b", None)):
+        store.tasks.transition("etl", "x", task_id, S.SCHEDULED, expect=S.NONE)
+        store.tasks.transition("etl", "x", task_id, S.QUEUED, try_number=1)
+        store.tasks.transition("etl", "x", task_id, S.RUNNING, started_at=WHEN)
+        store.tasks.transition("etl", "x", task_id, S.SUCCESS, xcom=xcom)
+    assert store.tasks.xcoms("etl", "x", ["a", "b", "c", "a"]) == {"a": {"n": 1}}
+    assert store.tasks.xcoms("etl", "x", []) == {}
+    light = {ti.task_id: ti for ti in store.tasks.list("etl", "x", xcoms=False)}
+    assert light["a"].xcom is None and light["a"].state is S.SUCCESS
+    assert store.tasks.get("etl", "x", "a").xcom == {"n": 1}
+
+
 def test_last_logical_date_per_run_type(store: Store) -> None:
     push(store, "etl", "v1")
     assert store.runs.last_logical_date("etl", "scheduled") is None

@@ -9,12 +9,15 @@ import pytest
 
 from isolate.format import load_object
 from isolate.model import DagSpec, RetryPolicy
+from isolate.states import RunState
 from isolate.states import TaskState as S
+from localexec import planner
+from localexec.planner import TaskView, plan_run, topological
 from localexec.retries import DEFAULT_MAX_DELAY, next_attempt, retry_delay
 from localexec.timetable import Interval, due_intervals
 from localexec.trigger_rules import Verdict as V
 from localexec.trigger_rules import evaluate
-from tests.docs import minimal_doc
+from tests.docs import doc_with, minimal_doc, python_task
 
 
 @pytest.mark.parametrize(
@@ -149,3 +152,45 @@ def test_once_and_unscheduled_dags() -> None:
     ]
     assert due_intervals(once, last=at("2024-01-01T00:00:00+00:00"), now=now) == []
     assert due_intervals(spec(), last=None, now=now) == []
+
+
+def test_a_failure_settles_a_long_chain_in_one_linear_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hostile DAG of the longest chain its spec may hold, listed leaves first: its root's
+    failure makes every other task upstream_failed in one plan, in linear time (planning
+    sweep after sweep over the task list was quadratic, and held up the whole loop)."""
+    count = 2500
+    tasks = [
+        python_task(f"t{i:04d}", upstream=[f"t{i - 1:04d}"] if i else [])
+        for i in reversed(range(count))
+    ]
+    chain = load_object(json.loads(json.dumps(doc_with(tasks))))
+    views = {f"t{i:04d}": TaskView(S.NONE) for i in range(1, count)}
+    views["t0000"] = TaskView(S.FAILED)
+    evaluated: list[str] = []
+
+    def counting(rule: str, upstream: list[S]) -> V:
+        evaluated.append(rule)
+        return evaluate(rule, upstream)
+
+    monkeypatch.setattr(planner, "evaluate", counting)
+    plan = plan_run(chain, views, at("2024-01-01T00:00:00+00:00"))
+    assert len(evaluated) == count - 1  # once each (sweeping took 2500 sweeps, 3 million)
+    assert sorted(plan.upstream_failed) == sorted(views.keys() - {"t0000"})
+    assert not plan.schedule and not plan.skip and plan.finished is RunState.FAILED
+    order = [task.task_id for task in topological(chain)]
+    assert order == [f"t{i:04d}" for i in range(count)]
+
+
+def test_topological_order_puts_upstream_first_and_keeps_ties_in_task_id_order() -> None:
+    doc = doc_with(
+        [
+            python_task("a", upstream=["d"]),
+            python_task("b"),
+            python_task("c", upstream=["a", "b"]),
+            python_task("d"),
+        ]
+    )
+    order = [task.task_id for task in topological(load_object(json.loads(json.dumps(doc))))]
+    assert order == ["b", "d", "a", "c"]

@@ -8,6 +8,7 @@ caller that says which state it expects (``expect=``) loses cleanly, with
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +38,10 @@ _FIELDS = frozenset(
 )
 
 
+# Ids per IN (...) list: well under every backend's limit on bound parameters.
+_IN_BATCH = 500
+
+
 class StaleStateError(TransitionError):
     """The task instance was not in the state the caller expected: someone else moved it."""
 
@@ -56,7 +61,7 @@ def task_record(row: Row[Any]) -> TaskInstanceRecord:
         run_as=row.run_as,
         env_key=row.env_key,
         outcome=row.outcome,
-        xcom=None if row.xcom is None else json.loads(row.xcom),
+        xcom=None if getattr(row, "xcom", None) is None else json.loads(row.xcom),
         updated_at=row.updated_at,
     )
 
@@ -87,16 +92,67 @@ class TaskInstances:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def list(self, dag_id: str, run_id: str) -> list[TaskInstanceRecord]:
-        """The run's task instances, by task id."""
+    def list(self, dag_id: str, run_id: str, *, xcoms: bool = True) -> list[TaskInstanceRecord]:
+        """The run's task instances, by task id; with ``xcoms=False`` without their XComs
+        (``xcom`` is None): the scheduler's every pass must not read and parse them all."""
         ti = t.task_instances.c
+        columns = t.task_instances.c if xcoms else [c for c in ti if c.name != "xcom"]
         query = (
-            sa.select(t.task_instances)
-            .where(ti.dag_id == dag_id, ti.run_id == run_id)
-            .order_by(ti.task_id)
+            sa.select(*columns).where(ti.dag_id == dag_id, ti.run_id == run_id).order_by(ti.task_id)
         )
         with reading(self.engine) as conn:
             return [task_record(row) for row in conn.execute(query)]
+
+    def xcoms(self, dag_id: str, run_id: str, task_ids: Iterable[str]) -> dict[str, Any]:
+        """The XComs of ``task_ids`` of the run that have one (what a launch hands over)."""
+        wanted = sorted(set(task_ids))
+        if not wanted:
+            return {}
+        ti = t.task_instances.c
+        query = sa.select(ti.task_id, ti.xcom).where(
+            ti.dag_id == dag_id, ti.run_id == run_id, ti.task_id.in_(wanted), ti.xcom.is_not(None)
+        )
+        with reading(self.engine) as conn:
+            return {row.task_id: json.loads(row.xcom) for row in conn.execute(query)}
+
+    def move_many(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_ids: Iterable[str],
+        state: TaskState,
+        *,
+        expect: TaskState,
+        **fields: Any,
+    ) -> int:
+        """Move every task of ``task_ids`` that is still ``expect`` to ``state``, in one
+        statement (a failure settling a long chain is one write, not one per task).
+        Returns how many moved: fewer than asked means another writer changed some."""
+        _check_fields(fields)
+        check_task(expect, state)
+        wanted = sorted(set(task_ids))
+        if not wanted:
+            return 0
+        ti = t.task_instances.c
+
+        def work(conn: Connection) -> int:
+            moved = 0
+            for start in range(0, len(wanted), _IN_BATCH):
+                batch = wanted[start : start + _IN_BATCH]
+                result = conn.execute(
+                    t.task_instances.update()
+                    .where(
+                        ti.dag_id == dag_id,
+                        ti.run_id == run_id,
+                        ti.task_id.in_(batch),
+                        ti.state == expect.value,
+                    )
+                    .values(state=state.value, updated_at=rows.utcnow(), **fields)
+                )
+                moved += result.rowcount
+            return moved
+
+        return write(self.engine, f"move {len(wanted)} tasks to {state.value}", work)
 
     def get(self, dag_id: str, run_id: str, task_id: str) -> TaskInstanceRecord:
         with reading(self.engine) as conn:
