@@ -1,14 +1,15 @@
 """The database restarting under a running scheduler: it waits, reconnects and loses nothing.
 
-The local PostgreSQL and MariaDB services are really stopped and started again (as root, on
-this machine's loopback servers only), while a task runs: its outcome is recorded once the
-database is back, the next task starts then, and nothing runs twice.
+Each backend is a private server of the test's own (tests/privatedb.py: a fresh data
+directory, a free loopback port), never the machine's own database services. It is stopped
+and started again while a task runs: the task's outcome is recorded once the database is
+back, the next task starts then, and nothing runs twice.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -26,12 +28,11 @@ from cli.main import isolate
 from isolate.config import load_config
 from isolate.home import open_store
 from isolate.states import RunState, TaskState
-from isolate.store.engine import parse_url
 from isolate.triggering import trigger
 from localexec.scheduler import Scheduler
 from tests.conftest import PYTHON, write_folder
-from tests.databases import backend_label, drop_schema, server_urls
 from tests.osusers import clear_isolate_env
+from tests.privatedb import PrivateServer, private_mariadb, private_postgres
 
 DAG = """
     import time
@@ -46,9 +47,14 @@ DAG = """
     def after(value):
         return value + "+after"
 
-    with DAG("outage"):
+    with DAG("{dag_id}"):
         after(slow())
 """
+
+SERVERS: dict[str, Callable[[], AbstractContextManager[PrivateServer]]] = {
+    "postgresql": private_postgres,
+    "mysql": private_mariadb,
+}
 
 
 def _port_open(port: int) -> bool:
@@ -65,108 +71,60 @@ def _wait_port(port: int, up: bool, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def _postgres_control() -> tuple[Callable[[], None], Callable[[], None]] | None:
-    clusters = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-    if not clusters or shutil.which("pg_ctlcluster") is None:
-        return None
-    version = clusters[-1]
-
-    def control(action: str) -> Callable[[], None]:
-        argv = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
-        if action == "stop":
-            argv += ["-m", "fast"]
-        return lambda: subprocess.run(argv, check=True, capture_output=True)
-
-    return control("stop"), control("start")
-
-
-def _mariadb_control() -> tuple[Callable[[], None], Callable[[], None]] | None:
-    admin = shutil.which("mariadb-admin") or shutil.which("mysqladmin")
-    if admin is None or not os.path.exists("/usr/sbin/mariadbd"):
-        return None
-
-    def stop() -> None:
-        subprocess.run(
-            [admin, "-uroot", "-h127.0.0.1", "shutdown"], check=True, capture_output=True
-        )
-
-    def start() -> None:
-        subprocess.run(
-            [
-                "start-stop-daemon",
-                "--start",
-                "--oknodo",
-                "--background",
-                "--exec",
-                "/usr/sbin/mariadbd",
-            ],
-            check=True,
-            capture_output=True,
-        )
-
-    return stop, start
-
-
-def _service(url: str) -> tuple[int, Callable[[], None], Callable[[], None]]:
-    """(port, stop, start) of the local server behind ``url``, or a skip saying why not."""
-    if os.geteuid() != 0:
-        pytest.skip("stopping and starting the database service needs root")
-    parsed = parse_url(url)
-    if parsed.host not in ("127.0.0.1", "localhost"):
-        pytest.skip(f"{backend_label(url)} is not a local service this test may restart")
-    backend = backend_label(url)
-    control = _postgres_control() if backend == "postgresql" else _mariadb_control()
-    if control is None:
-        pytest.skip(f"no way to stop and start the local {backend} service here")
-    port = parsed.port or (5432 if backend == "postgresql" else 3306)
-    return port, *control
-
-
-@pytest.fixture(params=[pytest.param(u, id=backend_label(u)) for u in server_urls()] or [None])
-def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param is None:
-        pytest.skip("no server databases configured (ISOLATE_TEST_DATABASE_URLS)")
-    drop_schema(request.param)
-    yield request.param
-    drop_schema(request.param)
+@pytest.fixture(params=sorted(SERVERS))
+def server(request: pytest.FixtureRequest) -> Iterator[PrivateServer]:
+    """A private database server, killed and removed after the test whatever happens."""
+    with SERVERS[request.param]() as private:
+        yield private
 
 
 def test_the_scheduler_outlives_a_database_restart_and_loses_nothing(
-    server_url: str,
+    server: PrivateServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    port, stop, start = _service(server_url)
+    # The scheduler reports through logging; a daemon's setup (cli.daemonlog) would stop its
+    # records from reaching caplog's handler.
+    monkeypatch.setattr(logging.getLogger("isolate"), "propagate", True)
+    caplog.set_level(logging.WARNING, logger="isolate.scheduler")
+    dag_id = f"outage_{server.backend}_{os.getpid()}"
     clear_isolate_env(monkeypatch)
     monkeypatch.setenv("ISOLATE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ISOLATE_DATABASE_URL", server_url)
+    monkeypatch.setenv("ISOLATE_DATABASE_URL", server.url)
     monkeypatch.setenv("ISOLATE_OFFLINE", "true")
     monkeypatch.setenv("ISOLATE_ENV_PYTHON", PYTHON)
     monkeypatch.setenv("ISOLATE_ALLOW_ROOT_TASKS", "true")
     runner = CliRunner()
-    assert runner.invoke(isolate, ["init"]).exit_code == 0
-    folder = write_folder(tmp_path / "src", {"dag.py": textwrap.dedent(DAG.format(seconds=3))})
-    assert runner.invoke(isolate, ["push", str(folder)]).exit_code == 0
+    result = runner.invoke(isolate, ["init"])
+    assert result.exit_code == 0, result.output
+    dag = textwrap.dedent(DAG.format(seconds=3, dag_id=dag_id))
+    folder = write_folder(tmp_path / "src", {"dag.py": dag})
+    result = runner.invoke(isolate, ["push", str(folder)])
+    assert result.exit_code == 0, result.output
     config = load_config(None)
     with open_store(config) as store:
-        run_id = trigger(store, "outage", actor="test").run_id
+        run_id = trigger(store, dag_id, actor="test").run_id
 
     outage: dict[str, float] = {}
+    failures: list[BaseException] = []
 
     def restart_while_slow_runs() -> None:
-        with open_store(config) as watcher:
-            deadline = time.monotonic() + 60
-            while watcher.tasks.get("outage", run_id, "slow").state is not TaskState.RUNNING:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-        outage["stopped"] = time.monotonic()
-        stop()
-        _wait_port(port, up=False)
-        time.sleep(5)  # the task ends meanwhile: its outcome must wait for the database
-        start()
-        _wait_port(port, up=True)
-        outage["started"] = time.monotonic()
+        try:
+            with open_store(config) as watcher:
+                deadline = time.monotonic() + 60
+                while watcher.tasks.get(dag_id, run_id, "slow").state is not TaskState.RUNNING:
+                    assert time.monotonic() < deadline, "slow never started"
+                    time.sleep(0.05)
+            outage["stopped"] = time.monotonic()
+            server.stop()
+            _wait_port(server.port, up=False)
+            time.sleep(5)  # the task ends meanwhile: its outcome must wait for the database
+            server.start()
+            _wait_port(server.port, up=True)
+            outage["started"] = time.monotonic()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failures.append(exc)
 
     restarter = threading.Thread(target=restart_while_slow_runs, daemon=True)
     restarter.start()
@@ -178,14 +136,12 @@ def test_the_scheduler_outlives_a_database_restart_and_loses_nothing(
             scheduler.run(until_idle=True)
     finally:
         restarter.join(timeout=90)
-        if not _port_open(port):  # never leave the machine's service down
-            start()
-            _wait_port(port, up=True)
+    assert not failures, failures
     assert "started" in outage, "the database was not restarted"
 
     with open_store(config) as store:
-        assert store.runs.get("outage", run_id).state is RunState.SUCCESS
-        tis = {ti.task_id: ti for ti in store.tasks.list("outage", run_id)}
+        assert store.runs.get(dag_id, run_id).state is RunState.SUCCESS
+        tis = {ti.task_id: ti for ti in store.tasks.list(dag_id, run_id)}
     assert (tis["slow"].state, tis["slow"].try_number, tis["slow"].xcom) == (
         TaskState.SUCCESS,
         1,
@@ -198,9 +154,11 @@ def test_the_scheduler_outlives_a_database_restart_and_loses_nothing(
     )
     # The next task could only start once the database was back.
     assert tis["after"].started_at.timestamp() > tis["slow"].ended_at.timestamp()
-    said = capsys.readouterr().err
-    assert "retrying in" in said and "the database is back" in said
-    assert said.count("Traceback") == 0
+    said = [r.getMessage() for r in caplog.records if r.name == "isolate.scheduler"]
+    assert any("retrying in" in message for message in said), said
+    assert any(message.startswith("the database is back") for message in said), said
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], said
+    assert "Traceback" not in caplog.text
 
 
 def test_a_scheduler_started_before_its_database_waits_for_it(
@@ -221,15 +179,31 @@ def test_a_scheduler_started_before_its_database_waits_for_it(
     scheduler = subprocess.Popen(
         [exe, "scheduler", "--until-idle"], env=env, stderr=subprocess.PIPE, text=True
     )
+    lines: list[str] = []
+
+    def read_stderr() -> None:
+        assert scheduler.stderr is not None
+        for line in scheduler.stderr:
+            lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     try:
-        time.sleep(2.5)  # 0.5 + 1 s of pauses: a few attempts
-        assert scheduler.poll() is None, scheduler.communicate()[1]
+        # A few attempts (0.5 + 1 s of pauses), however long the command takes to start.
+        deadline = time.monotonic() + 60
+        while len([line for line in lines if "; retrying in" in line]) < 2:
+            assert scheduler.poll() is None, "\n".join(lines)
+            assert time.monotonic() < deadline, "\n".join(lines)
+            time.sleep(0.1)
+        assert scheduler.poll() is None, "\n".join(lines)
         scheduler.send_signal(signal.SIGTERM)
-        _, err = scheduler.communicate(timeout=30)
+        scheduler.wait(timeout=30)
     finally:
         if scheduler.poll() is None:
             scheduler.kill()
-    lines = err.splitlines()
+            scheduler.wait()
+        reader.join(timeout=30)
+    err = "\n".join(lines)
     assert len([line for line in lines if "; retrying in" in line]) >= 2
     assert lines[0].startswith("isolate scheduler: cannot connect to database postgresql")
     assert lines[-1].startswith("isolate: error: cannot connect to database")
