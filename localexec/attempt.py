@@ -20,6 +20,8 @@ KINDS = ("python", "command", "callback")
 DEFAULT_XCOM_MAX_BYTES = 1 << 20
 DEFAULT_KILL_GRACE = 5.0
 DEFAULT_LOG_MAX_BYTES = 100 << 20
+# A callback reports on a task's outcome: it may take a minute, and nothing waits for it.
+CALLBACK_TIMEOUT = 60.0
 
 
 def make_context(
@@ -215,30 +217,49 @@ def task_attempt(
     limits: Limits | None = None,
     sandbox: Sandbox | None = None,
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+    callback: tuple[str, str] | None = None,
 ) -> Attempt:
     """The attempt that runs ``task`` of ``spec`` as the format describes it, as ``run_as``
-    (None: the supervisor's user) within ``limits`` (default: the task's own)."""
+    (None: the supervisor's user) within ``limits`` (default: the task's own).
+
+    With ``callback`` (its ``module:function`` and its event, e.g. ``on_failure``), the
+    attempt runs that callback of the task instead: the same user, env, bundle, limits and
+    sandbox as the task, its context with ``event``, none of the task's arguments, command,
+    environment or XComs, and at most :data:`CALLBACK_TIMEOUT` seconds. Every launch of
+    the scheduler and of ``isolate test`` is built here."""
+    common: dict[str, Any] = {
+        "python": where.python,
+        "bootstrap": where.bootstrap,
+        "bundle_dir": where.bundle_dir,
+        "sdk_dir": where.sdk_dir,
+        "work_dir": where.work_dir,
+        "log_path": where.log_path,
+        "context": context,
+        "limits": task.limits if limits is None else limits,
+        "run_as": run_as,
+        "version": version,
+        "env_key": where.env_key,
+        "sandbox": sandbox or Sandbox(),
+        "log_max_bytes": log_max_bytes,
+    }
+    if callback is not None:
+        target, event = callback
+        return Attempt(
+            kind="callback",
+            callable=target,
+            callback_context={"event": event},
+            execution_timeout=CALLBACK_TIMEOUT,
+            **common,
+        )
     command = task.command if isinstance(task.command, str) else list(task.command or ()) or None
     return Attempt(
         kind=task.kind,
-        python=where.python,
-        bootstrap=where.bootstrap,
-        bundle_dir=where.bundle_dir,
-        sdk_dir=where.sdk_dir,
-        work_dir=where.work_dir,
-        log_path=where.log_path,
-        context=context,
         xcoms=xcoms,
         callable=task.callable,
         args=list(task.args),
         kwargs=dict(task.kwargs or {}),
         command=command,
         env=dict(task.env),
-        limits=task.limits if limits is None else limits,
         execution_timeout=task.effective_retry(spec.defaults).execution_timeout,
-        run_as=run_as,
-        version=version,
-        env_key=where.env_key,
-        sandbox=sandbox or Sandbox(),
-        log_max_bytes=log_max_bytes,
+        **common,
     )

@@ -97,11 +97,6 @@ class Executor(Generic[K]):
             return None
         return AttemptCgroup.create(self.cgroups, secrets.token_hex(8), attempt.limits)
 
-    def run_now(self, attempt: Attempt) -> Outcome:
-        """Start ``attempt`` cold and wait for it here (callbacks)."""
-        cgroup, layers = self.cgroup_for(attempt), layers_for(attempt.sandbox)
-        return supervisor.wait(supervisor.start(attempt, cgroup=cgroup, layers=layers))
-
     def replenish(self) -> None:
         """Start the spares the next launches will want (call when the launches are done),
         while a slot is free."""

@@ -4,8 +4,10 @@ One process. Each tick: scheduled runs are created from the timetables of unpaus
 every active run is planned (:mod:`localexec.planner`) against its pinned version and the
 decisions are applied as guarded transitions in the store; scheduled tasks are started
 while executor slots are free; finished attempts are recorded, and retries decided here,
-never by a worker. At start, attempts left queued or running by a previous scheduler are
-settled by the normal rules (their processes are killed if still alive).
+never by a worker. A task's callbacks are attempts too: queued when its outcome is
+recorded, started ahead of tasks as slots free up, never waited for in the loop. At start,
+attempts left queued or running by a previous scheduler are settled by the normal rules
+(their processes are killed if still alive).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -54,22 +57,43 @@ from localexec.timetable import due_intervals
 from localexec.workspace import Workspace
 
 TaskKey = tuple[str, str, str]  # dag_id, run_id, task_id
+# A callback's attempt: its task's key and its label ("2.on_failure"). The executor runs
+# both kinds: a tuple of 3 is a task's try, of 4 a callback.
+AttemptKey = tuple[str, ...]
 log = logging.getLogger("isolate.scheduler")
 
 
 @dataclass(frozen=True)
 class _Ready:
-    """A scheduled task instance, with its run's instances as read this tick (for XComs)."""
+    """A scheduled task instance, as read this tick."""
 
     run: RunRecord
     task: TaskSpec
     ti: TaskInstanceRecord
-    tis: dict[str, TaskInstanceRecord]
 
 
 # Pauses between passes while the database is unreachable.
 MIN_OUTAGE_PAUSE = 0.5
 MAX_OUTAGE_PAUSE = 30.0
+
+
+@dataclass(frozen=True)
+class _Callback:
+    """A callback to run: ``event`` of ``task``'s try ``try_number`` in ``run``."""
+
+    run: RunRecord
+    task: TaskSpec
+    try_number: int
+    event: str
+    target: str
+
+    @property
+    def key(self) -> AttemptKey:
+        return (self.run.dag_id, self.run.run_id, self.task.task_id, self.label)
+
+    @property
+    def label(self) -> str:
+        return f"{self.try_number}.{self.event}"
 
 
 @dataclass
@@ -103,10 +127,11 @@ class Scheduler:
             reap_leftovers(cgroups)  # what a stopped or killed scheduler's attempts left
         spares = SparePool(parallelism, cgroups=cgroups) if config.settings.warm_starts else None
         self.host = HostSandbox.detect(cgroups=cgroups is not None, cgroups_finding=finding)
-        self.executor: Executor[TaskKey] = Executor(parallelism, spares=spares, cgroups=cgroups)
+        self.executor: Executor[AttemptKey] = Executor(parallelism, spares=spares, cgroups=cgroups)
         self.tenants = TenantWatch(config, store)
-        self._started: dict[TaskKey, _Started] = {}
-        self._unrecorded: list[Finished[TaskKey]] = []
+        self._started: dict[AttemptKey, _Started] = {}
+        self._unrecorded: list[Finished[AttemptKey]] = []
+        self._callbacks: deque[_Callback] = deque()  # recorded outcomes' callbacks to start
         # What a previous scheduler left is settled once, at the first run(): a later run()
         # of this one must not take its own running attempts for leftovers.
         self._recovered = False
@@ -192,6 +217,7 @@ class Scheduler:
                 unfinished -= 1
             else:
                 runnable += found
+        self.launch_callbacks()
         for ready in runnable:
             if self.executor.free_slots <= 0:
                 break
@@ -203,7 +229,8 @@ class Scheduler:
                 key = (ready.run.dag_id, ready.run.run_id, ready.task.task_id)
                 self._contained("launching an attempt", key, exc)
         self.executor.replenish()
-        return unfinished > 0 or self.executor.busy or bool(self._unrecorded)
+        busy = self.executor.busy or bool(self._unrecorded) or bool(self._callbacks)
+        return unfinished > 0 or busy
 
     def describe(self) -> str:
         """The start line: the home, the database, what confines tasks, the slots."""
@@ -296,7 +323,7 @@ class Scheduler:
             self.store.runs.set_state(run.dag_id, run.run_id, plan.finished)
             return None  # the run is over
         return [
-            _Ready(run, spec.task(task_id), ti, tis)
+            _Ready(run, spec.task(task_id), ti)
             for task_id, ti in sorted(tis.items())
             if ti.state is TaskState.SCHEDULED
             and (run.dag_id, run.run_id, task_id) not in self._started
@@ -316,7 +343,7 @@ class Scheduler:
             return  # another writer holds or changed it (a clear, a mark): next pass
         held = ExitStack()
         try:
-            attempt = self.prepare(run, task, try_number, held, ready.tis)
+            attempt = self.prepare(run, task, try_number, held)
         except StoreError:
             held.close()  # not the task's failure: it goes back to scheduled once the
             raise  # database is back (requeue_orphans)
@@ -375,16 +402,19 @@ class Scheduler:
         task: TaskSpec,
         try_number: int,
         held: ExitStack,
-        tis: dict[str, TaskInstanceRecord],
+        *,
+        callback: _Callback | None = None,
     ) -> Attempt:
+        """The attempt of ``task``'s try ``try_number``, or of its ``callback``: one path for
+        both, so a callback gets its task's user, limits and sandbox, and holds its env's use
+        lock (in ``held``) like a task, so ``isolate gc`` cannot remove the env under it."""
         spec = self.spec(run.dag_id, run.version)
         tenant = self.tenants.tenant_for(run.dag_id)  # read at every launch: changes apply now
         env = self.envs.ensure(spec)  # built now if it is missing; a modified env fails the try
         held.enter_context(self.envs.cache.use(env.key))
         bundle = self.workspace.bundle_dir(self.store, spec.bundle_hash, tenant)
-        work, log = self.workspace.attempt_paths(
-            run.dag_id, run.run_id, task.task_id, str(try_number)
-        )
+        label = str(try_number) if callback is None else callback.label
+        work, log = self.workspace.attempt_paths(run.dag_id, run.run_id, task.task_id, label)
         where = Placement(
             python=env.env.python,
             bootstrap=self.workspace.runtime.bootstrap_for(env.env.cache_tag),
@@ -394,7 +424,7 @@ class Scheduler:
             log_path=log,
             env_key=env.key,
         )
-        xcoms = self.store.tasks.xcoms(run.dag_id, run.run_id, task.upstream)
+        xcoms = {} if callback else self.store.tasks.xcoms(run.dag_id, run.run_id, task.upstream)
         context = self.context(run, spec, task, try_number)
         return task_attempt(
             spec,
@@ -407,6 +437,7 @@ class Scheduler:
             limits=capped(task.limits, tenant.limits) if tenant else None,
             sandbox=self.sandbox(tenant, env.env.python),
             log_max_bytes=self.config.settings.max_log_bytes,
+            callback=(callback.target, callback.event) if callback else None,
         )
 
     def sandbox(self, tenant: Tenant | None, python: Path) -> Sandbox:
@@ -434,7 +465,7 @@ class Scheduler:
             conf=run.conf,
         )
 
-    def record(self, finished: list[Finished[TaskKey]]) -> None:
+    def record(self, finished: list[Finished[AttemptKey]]) -> None:
         """Record outcomes: success with its XCom, else a retry or a failure by the policy.
 
         An outcome is let go only once recorded: if the database fails, it and those after
@@ -445,7 +476,10 @@ class Scheduler:
             item = self._unrecorded[0]
             started = self._started.get(item.key)
             try:
-                self._record_one(item, started)
+                if len(item.key) == 4:
+                    _callback_ended(item)
+                else:
+                    self._record_one(item, started)
             except StoreError:
                 raise  # kept: recorded once the database is back
             except StaleStateError:
@@ -458,12 +492,13 @@ class Scheduler:
                 del self._started[item.key]
                 started.held.close()
 
-    def _record_one(self, item: Finished[TaskKey], started: _Started | None) -> None:
+    def _record_one(self, item: Finished[AttemptKey], started: _Started | None) -> None:
         dag_id, run_id, task_id = item.key
+        key = (dag_id, run_id, task_id)
         run = started.run if started else self.store.runs.get(dag_id, run_id)
         task = self.spec(dag_id, run.version).task(task_id)
         try_number = started.try_number if started else item.running.attempt.context["try_number"]
-        state = self.store.tasks.get(*item.key).state
+        state = self.store.tasks.get(*key).state
         if state is TaskState.QUEUED:  # its start went unrecorded (the database was down)
             self._mark_running(item.running)
             state = TaskState.RUNNING
@@ -521,11 +556,12 @@ class Scheduler:
             )
             self.callback(run, task, try_number, "on_failure")
 
-    def _log_refusal(self, run: RunRecord, task: TaskSpec, try_number: int, message: str) -> None:
-        """A try that never started still gets a log saying why (its only record for authors)."""
+    def _log_refusal(self, run: RunRecord, task: TaskSpec, label: int | str, message: str) -> None:
+        """A try (or callback) that never started still gets a log saying why (its only
+        record for authors)."""
         try:
             _work, path = self.workspace.attempt_paths(
-                run.dag_id, run.run_id, task.task_id, str(try_number)
+                run.dag_id, run.run_id, task.task_id, str(label)
             )
             fd = create_log(path)
         except OSError:
@@ -536,39 +572,43 @@ class Scheduler:
             os.close(fd)
 
     def callback(self, run: RunRecord, task: TaskSpec, try_number: int, event: str) -> None:
-        """Run the task's ``event`` callback, if any, as its own short process in the env."""
+        """Queue the task's ``event`` callback, if it has one: it starts as its own attempt
+        when a slot is free (:meth:`launch_callbacks`); the loop never waits for it."""
         spec = self.spec(run.dag_id, run.version)
         target = getattr(task.effective_callbacks(spec.defaults), event)
-        if target is None:
-            return
+        if target is not None:
+            self._callbacks.append(_Callback(run, task, try_number, event, target))
+
+    def launch_callbacks(self) -> None:
+        """Start queued callbacks while slots are free, before any task: each reports on an
+        outcome already recorded. One that cannot start is logged (in its own log too) and
+        dropped: a callback never changes its task's outcome."""
+        while self._callbacks and self.executor.free_slots > 0:
+            callback = self._callbacks.popleft()
+            try:
+                self._launch_callback(callback)
+            except StoreError:
+                self._callbacks.appendleft(callback)
+                raise
+            except Exception as exc:
+                self._contained("starting a callback", callback.key, exc)
+
+    def _launch_callback(self, callback: _Callback) -> None:
+        run, task, key = callback.run, callback.task, callback.key
+        held = ExitStack()
         try:
-            # The same user as the task: a callback is the tenant's code too.
-            tenant = self.tenants.tenant_for(run.dag_id)
-            env = self.envs.ensure(spec)
-            work, log = self.workspace.attempt_paths(
-                run.dag_id, run.run_id, task.task_id, f"{try_number}.{event}"
-            )
-            attempt = Attempt(
-                kind="callback",
-                python=env.env.python,
-                bootstrap=self.workspace.runtime.bootstrap_for(env.env.cache_tag),
-                bundle_dir=self.workspace.bundle_dir(self.store, spec.bundle_hash, tenant),
-                sdk_dir=self.workspace.runtime.sdk_dir,
-                work_dir=work,
-                log_path=log,
-                context=self.context(run, spec, task, try_number),
-                callable=target,
-                callback_context={"event": event},
-                execution_timeout=60,
-                env_key=env.key,
-                run_as=tenant.run_as if tenant else None,
-                limits=capped(task.limits, tenant.limits) if tenant else task.limits,
-                sandbox=self.sandbox(tenant, env.env.python),
-                log_max_bytes=self.config.settings.max_log_bytes,
-            )
-            self.executor.run_now(attempt)
-        except (IsolateError, EnvCacheError, OSError):
-            pass  # a callback never changes the task's outcome; its log says what happened
+            attempt = self.prepare(run, task, callback.try_number, held, callback=callback)
+            self.executor.submit(key, attempt, lambda _running: None)
+        except (IsolateError, EnvCacheError, OSError) as exc:
+            held.close()
+            message = f"could not start: {exc}"
+            log.warning("callback %s not started: %s", " ".join(key), message)
+            self._log_refusal(run, task, callback.label, message)
+            return
+        except BaseException:
+            held.close()
+            raise
+        self._started[key] = _Started(callback.try_number, held, run)
 
     def requeue_orphans(self) -> None:
         """Tasks left queued by a launch the database failed under, with no process: back
@@ -610,6 +650,17 @@ class Scheduler:
                     "was killed" if killed else "had ended"
                 )
                 self.settle(run, spec.task(ti.task_id), ti.try_number, ok=False, message=why)
+
+
+def _callback_ended(item: Finished[AttemptKey]) -> None:
+    """A callback's outcome is its log's (the store keeps none): the admin's log says so."""
+    outcome = item.outcome
+    log.log(
+        logging.INFO if outcome.ok else logging.WARNING,
+        "callback %s %s",
+        " ".join(item.key),
+        _message(outcome),
+    )
 
 
 def _params(spec: DagSpec, run: RunRecord) -> dict[str, Any]:

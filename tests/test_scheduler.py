@@ -466,3 +466,54 @@ with DAG("twice"):
         scheduler.run(until_idle=True)
     task = show(cli, run_id)["tasks"][0]
     assert (task["state"], task["try_number"], task["xcom"]) == ("success", 1, "done")
+
+
+SLOW_CALLBACK = """
+    import time
+    from pathlib import Path
+    from isolate import DAG, CommandTask, PythonTask
+
+    MARKS = Path({marks!r})
+
+    def report(context):
+        (MARKS / "callback.started").write_text(str(time.time()))
+        time.sleep(15)
+        (MARKS / "callback.ended").write_text(str(time.time()))
+
+    with DAG("noisy"):
+        CommandTask("done", command=["true"], on_success_callback=report)
+
+    with DAG("busy"):
+        CommandTask("one", command="sleep 0.3") >> CommandTask("two", command="sleep 0.3")
+"""
+
+
+@pytest.mark.usefixtures("unconfined")
+def test_a_slow_callback_runs_as_its_own_attempt_and_delays_no_one(
+    cli, home: Path, make_folder, tmp_path: Path
+) -> None:
+    """A callback that sleeps holds one slot and its env, not the loop: another DAG's run
+    starts and finishes while it sleeps (the loop used to wait for each callback)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    os.chmod(marks, 0o777)  # noqa: S103 - the callback may run as another user
+    cli("push", str(make_folder({"dag.py": SLOW_CALLBACK.format(marks=str(marks))})))
+    noisy = json.loads(cli("trigger", "noisy", "--json").stdout)["run_id"]
+    config = load_config(home)
+    with (
+        open_store(config) as store,
+        Scheduler(config, store, parallelism=2, poll_interval=0.05) as scheduler,
+    ):
+        scheduler.run(stop=lambda: (marks / "callback.started").exists())
+        busy = json.loads(cli("trigger", "busy", "--json").stdout)["run_id"]
+        env_key = store.tasks.get("noisy", noisy, "done").env_key
+        assert env_key is not None
+        with scheduler.envs.cache.use_lock(env_key).try_exclusive() as removable:
+            assert not removable  # gc cannot take the env from under the callback
+        scheduler.run(stop=lambda: store.runs.get("busy", busy).state is RunState.SUCCESS)
+        assert not (marks / "callback.ended").exists()  # the callback still sleeps
+        assert store.runs.get("noisy", noisy).state is RunState.SUCCESS
+        scheduler.run(until_idle=True)  # waits for the callback, as for any attempt
+    assert (marks / "callback.ended").exists()
+    log = home / "logs" / "noisy" / noisy / "done" / "1.on_success.log"
+    assert "--- isolate outcome: success" in log.read_text()
