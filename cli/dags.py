@@ -144,7 +144,8 @@ def show(
         ("start/end", f"{spec.start_date or '-'} / {spec.end_date or '-'}"),
         (
             "runs",
-            f"catchup={'yes' if spec.catchup else 'no'} max_active_runs={spec.max_active_runs}",
+            f"catchup={'yes' if spec.catchup else 'no'} max_active_runs={spec.max_active_runs} "
+            f"max_active_tasks={spec.max_active_tasks}",
         ),
         (
             "retries",

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from isolate.model import DagSpec, task_document
+from isolate.model import (
+    LATER_DAG_FIELDS,
+    LATER_TASK_FIELDS,
+    DagSpec,
+    TaskSpec,
+    task_document,
+    with_later_defaults,
+)
 
 Change = tuple[Any, Any]
 
@@ -82,7 +89,9 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Change]:
 
 def diff_specs(old: DagSpec, new: DagSpec) -> SpecDiff:
     """Tasks added/removed/changed, edges added/removed, DAG fields, env and bundle changes."""
-    old_doc, new_doc = old.to_document(), new.to_document()
+    # Fields the canonical form omits at their default are compared with it filled in.
+    old_doc = with_later_defaults(old.to_document(), LATER_DAG_FIELDS)
+    new_doc = with_later_defaults(new.to_document(), LATER_DAG_FIELDS)
     dag_fields = _changes(
         flatten({k: v for k, v in old_doc.items() if k not in _NOT_DAG_FIELDS}),
         flatten({k: v for k, v in new_doc.items() if k not in _NOT_DAG_FIELDS}),
@@ -93,10 +102,10 @@ def diff_specs(old: DagSpec, new: DagSpec) -> SpecDiff:
     for task_id in sorted(set(old_tasks) & set(new_tasks)):
         # Upstream changes are reported once, as edges.
         before = flatten(
-            {k: v for k, v in task_document(old_tasks[task_id]).items() if k != "upstream"}
+            {k: v for k, v in _task_fields(old_tasks[task_id]).items() if k != "upstream"}
         )
         after = flatten(
-            {k: v for k, v in task_document(new_tasks[task_id]).items() if k != "upstream"}
+            {k: v for k, v in _task_fields(new_tasks[task_id]).items() if k != "upstream"}
         )
         if delta := _changes(before, after):
             changed[task_id] = delta
@@ -114,3 +123,7 @@ def diff_specs(old: DagSpec, new: DagSpec) -> SpecDiff:
         else None,
         bundle=(old.bundle_hash, new.bundle_hash) if old.bundle_hash != new.bundle_hash else None,
     )
+
+
+def _task_fields(task: TaskSpec) -> dict[str, Any]:
+    return with_later_defaults(task_document(task), LATER_TASK_FIELDS)

@@ -19,6 +19,8 @@ from typing import Any
 from isolate.config import Settings
 from isolate.errors import FormatVersionError, UsageError, ValidationError
 from isolate.model import (
+    LATER_DAG_FIELDS,
+    LATER_TASK_FIELDS,
     Callbacks,
     DagSpec,
     Defaults,
@@ -257,6 +259,7 @@ def _normalize(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     defaults["callbacks"] = {name: defaults.get("callbacks", {}).get(name) for name in _CALLBACKS}
     doc["defaults"] = defaults
     doc["max_active_runs"] = int(doc["max_active_runs"])
+    _later_fields(doc, LATER_DAG_FIELDS)
     tasks = []
     for task in raw["tasks"]:
         tasks.append(_normalize_task(task, problems))
@@ -305,7 +308,24 @@ def _normalize_task(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
         task["kwargs"] = dict(raw.get("kwargs", {}))
     else:
         task["command"] = raw["command"]
+    for name in LATER_TASK_FIELDS:
+        if name in raw:
+            task[name] = raw[name]
+    _later_fields(task, LATER_TASK_FIELDS)
     return task
+
+
+def _later_fields(doc: dict[str, Any], later: Mapping[str, Any]) -> None:
+    """Integer fields added after format 1 was published: kept only when not the default
+    (see ``isolate.model.LATER_DAG_FIELDS``), so older documents keep their hash."""
+    for name, default in later.items():
+        if name not in doc:
+            continue
+        value = int(doc[name])  # JSON Schema counts 4.0 as an integer
+        if value == default:
+            del doc[name]
+        else:
+            doc[name] = value
 
 
 def _number(value: Any) -> Any:
@@ -347,6 +367,7 @@ def _build(doc: dict[str, Any]) -> DagSpec:
         tasks=tuple(_build_task(t) for t in doc["tasks"]),
         environment=Environment(**doc["environment"]),
         bundle_hash=doc["bundle"]["hash"],
+        **{name: doc.get(name, default) for name, default in LATER_DAG_FIELDS.items()},
     )
 
 
@@ -366,6 +387,7 @@ def _build_task(task: dict[str, Any]) -> TaskSpec:
         args=tuple(task.get("args", ())),
         kwargs=task.get("kwargs"),
         command=tuple(command) if isinstance(command, list) else command,
+        **{name: task.get(name, default) for name, default in LATER_TASK_FIELDS.items()},
     )
 
 

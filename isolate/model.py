@@ -24,6 +24,19 @@ TRIGGER_RULES = (
 
 XCOM_REF_KEY = "$xcom"
 
+# Airflow's names and defaults: tasks of a DAG running at once (across its runs), and a
+# task's priority among the ready tasks of its DAG (Airflow's "absolute" weight rule).
+DEFAULT_MAX_ACTIVE_TASKS = 16
+DEFAULT_PRIORITY_WEIGHT = 1
+MIN_PRIORITY_WEIGHT, MAX_PRIORITY_WEIGHT = -(2**31), 2**31 - 1
+
+# Fields added to format 1 after documents of it were stored, with their defaults. The
+# canonical document has them only when they differ from the default, so a document written
+# before they existed keeps its canonical bytes and its spec hash (an unchanged DAG pushed
+# again is still unchanged), and isolate releases that predate them still read it.
+LATER_DAG_FIELDS: Mapping[str, Any] = {"max_active_tasks": DEFAULT_MAX_ACTIVE_TASKS}
+LATER_TASK_FIELDS: Mapping[str, Any] = {"priority_weight": DEFAULT_PRIORITY_WEIGHT}
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -103,6 +116,7 @@ class TaskSpec:
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] | None = None
     command: tuple[str, ...] | str | None = None
+    priority_weight: int = DEFAULT_PRIORITY_WEIGHT
 
     def effective_retry(self, defaults: Defaults) -> RetryPolicy:
         return self.retry.apply(defaults.retry)
@@ -147,6 +161,7 @@ class DagSpec:
     tasks: tuple[TaskSpec, ...]
     environment: Environment
     bundle_hash: str
+    max_active_tasks: int = DEFAULT_MAX_ACTIVE_TASKS
 
     def task(self, task_id: str) -> TaskSpec:
         return self._tasks_by_id[task_id]
@@ -166,7 +181,7 @@ class DagSpec:
 
     def to_document(self) -> dict[str, Any]:
         """The canonical document (the same dict the format module validated)."""
-        return {
+        doc: dict[str, Any] = {
             "format_version": self.format_version,
             "dag_id": self.dag_id,
             "description": self.description,
@@ -187,6 +202,8 @@ class DagSpec:
             "environment": _dataclass_dict(self.environment),
             "bundle": {"hash": self.bundle_hash},
         }
+        doc.update(_unless_default(self, LATER_DAG_FIELDS))
+        return doc
 
 
 def task_document(task: TaskSpec) -> dict[str, Any]:
@@ -207,7 +224,20 @@ def task_document(task: TaskSpec) -> dict[str, Any]:
         doc["kwargs"] = dict(task.kwargs or {})
     else:
         doc["command"] = task.command if isinstance(task.command, str) else list(task.command or ())
+    doc.update(_unless_default(task, LATER_TASK_FIELDS))
     return doc
+
+
+def with_later_defaults(document: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str, Any]:
+    """A canonical (DAG or task) document with the later fields it omits filled in: for
+    showing and comparing versions, never for hashing."""
+    return {**later, **document}
+
+
+def _unless_default(obj: Any, later: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: value for name, default in later.items() if (value := getattr(obj, name)) != default
+    }
 
 
 def is_xcom_ref(value: Any) -> bool:

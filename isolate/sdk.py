@@ -48,6 +48,10 @@ _RETRY_KEYS = (
     "execution_timeout",
 )
 _CALLBACK_KEYS = ("on_failure_callback", "on_success_callback", "on_retry_callback")
+# Task options that default_args may also give every task of the DAG, as in Airflow.
+# weight_rule exists for Airflow users: only "absolute" (a task's priority is its own
+# priority_weight) is offered, and it changes nothing.
+_TASK_KEYS = ("priority_weight", "weight_rule")
 _LIMIT_KEYS = ("memory", "processes", "cpu_time", "open_files")
 
 _active: list[DAG] = []
@@ -75,6 +79,7 @@ class DAG:
         timezone: str = "UTC",
         catchup: bool = False,
         max_active_runs: int = 16,
+        max_active_tasks: int = 16,
         params: Mapping[str, Any] | None = None,
         tags: Iterable[str] = (),
         default_args: Mapping[str, Any] | None = None,
@@ -91,6 +96,7 @@ class DAG:
         self.end_date = _iso_datetime(end_date, timezone, f"DAG {dag_id}: end_date")
         self.catchup = catchup
         self.max_active_runs = max_active_runs
+        self.max_active_tasks = max_active_tasks
         self.params = _to_json(dict(params or {}), f"DAG {dag_id}: params", None)
         self.tags = sorted(set(tags))
         self.lockfile = lockfile
@@ -101,12 +107,17 @@ class DAG:
             raise DagDefinitionError(f"DAG {dag_id}: requirements must be non-empty strings")
         self.tasks: dict[str, BaseTask] = {}
         args = dict(default_args or {})
-        unknown = sorted(set(args) - set(_RETRY_KEYS) - set(_CALLBACK_KEYS))
+        unknown = sorted(set(args) - set(_RETRY_KEYS) - set(_CALLBACK_KEYS) - set(_TASK_KEYS))
         if unknown:
             raise DagDefinitionError(
                 f"DAG {dag_id}: unknown default_args {unknown} "
-                f"(known: {', '.join(_RETRY_KEYS + _CALLBACK_KEYS)})"
+                f"(known: {', '.join(_RETRY_KEYS + _CALLBACK_KEYS + _TASK_KEYS)})"
             )
+        # Given to each task that does not set its own (the document has no DAG-wide field).
+        self.task_defaults = {
+            "priority_weight": 1,  # Airflow's default
+            **_task_options(args, f"DAG {dag_id}: default_args"),
+        }
         self.defaults = _retry_fields(args, f"DAG {dag_id}: default_args")
         self.defaults = {k: v for k, v in self.defaults.items() if v is not None}
         self.defaults["callbacks"] = _callbacks(args, f"DAG {dag_id}: default_args")
@@ -148,6 +159,7 @@ class DAG:
             "end_date": self.end_date,
             "catchup": self.catchup,
             "max_active_runs": self.max_active_runs,
+            "max_active_tasks": self.max_active_tasks,
             "params": self.params,
             "tags": self.tags,
             "defaults": self.defaults,
@@ -212,7 +224,7 @@ class BaseTask(_Dependable):
         if not isinstance(task_id, str) or not task_id:
             raise DagDefinitionError(f"DAG {owner.dag_id}: task id must be a non-empty string")
         where = f"DAG {owner.dag_id}: task {task_id}"
-        unknown = sorted(set(options) - set(_RETRY_KEYS) - set(_CALLBACK_KEYS))
+        unknown = sorted(set(options) - set(_RETRY_KEYS) - set(_CALLBACK_KEYS) - set(_TASK_KEYS))
         if unknown:
             raise DagDefinitionError(f"{where}: unknown argument(s) {unknown}")
         bad_limits = sorted(set(limits or {}) - set(_LIMIT_KEYS))
@@ -228,6 +240,8 @@ class BaseTask(_Dependable):
         self.doc = doc
         self.retry = _retry_fields(options, where)
         self.callbacks = _callbacks(options, where)
+        own = {**owner.task_defaults, **_task_options(options, where)}
+        self.priority_weight = own["priority_weight"]
         self.upstream: set[str] = set()
         self._where = where
         owner.add_task(self)
@@ -267,6 +281,7 @@ class BaseTask(_Dependable):
             "limits": self.limits,
             "retry": self.retry,
             "callbacks": self.callbacks,
+            "priority_weight": self.priority_weight,
         }
 
 
@@ -434,6 +449,18 @@ def _retry_fields(args: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key in ("retry_delay", "max_retry_delay", "execution_timeout"):
         out[key] = _seconds(out[key], f"{where}: {key}")
     return out
+
+
+def _task_options(args: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The task options set in ``args`` (``priority_weight``; the format checks its value),
+    after refusing a ``weight_rule`` other than Airflow's "absolute"."""
+    rule = args.get("weight_rule")
+    if rule is not None and str(getattr(rule, "value", rule)) != "absolute":
+        raise DagDefinitionError(
+            f"{where}: weight_rule {rule!r} is not supported: a task's priority is its own "
+            "priority_weight (Airflow's 'absolute' rule)"
+        )
+    return {key: args[key] for key in ("priority_weight",) if args.get(key) is not None}
 
 
 def _callbacks(args: Mapping[str, Any], where: str) -> dict[str, str | None]:

@@ -71,6 +71,7 @@ def full_doc() -> dict[str, Any]:
                     "execution_timeout": 7200,
                 },
                 callbacks={"on_failure": "etl.alerts:page", "on_retry": "etl.alerts:note"},
+                priority_weight=10,
             ),
             python_task("extract", "etl.jobs:extract", kwargs={"source": "s3"}),
             command_task(
@@ -95,6 +96,7 @@ def full_doc() -> dict[str, Any]:
         end_date="2030-01-01T00:00:00Z",
         catchup=True,
         max_active_runs=2,
+        max_active_tasks=4,
         params={"table": "events", "limit": 1000, "ratio": 0.5, "nested": {"list": [1, None]}},
         tags=["team-a", "etl", "nightly"],
         defaults={

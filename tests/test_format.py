@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from isolate import format as fmt
+from isolate.diff import diff_specs
 from isolate.errors import FormatVersionError, ValidationError
 from isolate.format import FORMAT_VERSION, canonical_json, load_document, load_object, spec_hash
 from isolate.model import DagSpec
@@ -134,6 +135,32 @@ WRONG_TYPES: list[tuple[str, Mutation, str, str]] = [
     ("max_active_runs", lambda d: d.update(max_active_runs="3"), "max_active_runs", "got string"),
     ("max_active_runs bool", lambda d: d.update(max_active_runs=True), "max_active_runs", "bool"),
     ("max_active_runs 0", lambda d: d.update(max_active_runs=0), "max_active_runs", "minimum"),
+    ("max_active_tasks", lambda d: d.update(max_active_tasks="3"), "max_active_tasks", "string"),
+    (
+        "max_active_tasks bool",
+        lambda d: d.update(max_active_tasks=True),
+        "max_active_tasks",
+        "bool",
+    ),
+    ("max_active_tasks 0", lambda d: d.update(max_active_tasks=0), "max_active_tasks", "minimum"),
+    (
+        "max_active_tasks 1.5",
+        lambda d: d.update(max_active_tasks=1.5),
+        "max_active_tasks",
+        "number",
+    ),
+    (
+        "priority_weight",
+        lambda d: task0(d).update(priority_weight="high"),
+        "tasks[a].priority_weight",
+        "expected integer, got string",
+    ),
+    (
+        "priority_weight null",
+        lambda d: task0(d).update(priority_weight=None),
+        "tasks[a].priority_weight",
+        "expected integer, got null",
+    ),
     ("params", lambda d: d.update(params=[]), "params", "expected object, got array"),
     ("tags", lambda d: d.update(tags="x"), "tags", "expected array, got string"),
     ("tag", lambda d: d.update(tags=[1]), "tags[0]", "expected string, got integer"),
@@ -308,8 +335,30 @@ def test_structural_problem_is_located(mutate: Mutation, where: str, what: str) 
             lambda d: d.update({"x" * 100_000: 1}),
             "document: unknown field '" + "x" * 56 + "...",
         ),
+        (
+            lambda d: d.update(max_active_tasks=2**31),
+            "max_active_tasks: 2147483648 is greater than the maximum of 2147483647",
+        ),
+        (
+            lambda d: task0(d).update(priority_weight=2**31),
+            "tasks[a].priority_weight: 2147483648 is greater than the maximum of 2147483647",
+        ),
+        (
+            lambda d: task0(d).update(priority_weight=-(2**31) - 1),
+            "tasks[a].priority_weight: -2147483649 is less than the minimum of -2147483648",
+        ),
     ],
-    ids=["long text", "many tasks", "many tags", "empty tag", "maximum", "long field name"],
+    ids=[
+        "long text",
+        "many tasks",
+        "many tags",
+        "empty tag",
+        "maximum",
+        "long field name",
+        "max_active_tasks maximum",
+        "priority_weight maximum",
+        "priority_weight minimum",
+    ],
 )
 def test_messages_about_big_values_stay_short(mutate: Mutation, problem: str) -> None:
     assert problems(mutated(mutate)) == [problem]
@@ -334,6 +383,67 @@ def test_integral_floats_count_as_integers() -> None:
     assert spec.tasks[0].retry.retries == 2
     assert spec.tasks[0].limits.memory == 2
     assert '"max_active_runs":3,' in canonical_json(spec)
+    doc = mutated(lambda d: d.update(max_active_tasks=3.0))
+    task0(doc).update(priority_weight=-7.0)
+    spec = load(doc)
+    assert isinstance(spec.max_active_tasks, int) and spec.max_active_tasks == 3
+    assert isinstance(spec.tasks[0].priority_weight, int) and spec.tasks[0].priority_weight == -7
+    assert '"max_active_tasks":3,' in canonical_json(spec)
+    assert '"priority_weight":-7,' in canonical_json(spec)
+
+
+# --- fields added after format 1 was published ------------------------------------------
+
+# The spec hashes of minimal_doc() and of full_doc() without max_active_tasks and
+# priority_weight, as computed before those fields existed: documents already stored must
+# keep their canonical bytes, or an unchanged DAG pushed again would become a new version.
+MINIMAL_HASH = "sha256:8c1b5d314b161b22ebbbbd550508d8f836e1fe5e94ca0149731561653a9ad766"
+FULL_WITHOUT_LATER_FIELDS_HASH = (
+    "sha256:3877118439c2a37dea240dbccdefe9417b8a72bb88d9598d7220569d6c019443"
+)
+
+
+def _without_later_fields(doc: Doc) -> Doc:
+    doc.pop("max_active_tasks", None)
+    for task in doc["tasks"]:
+        task.pop("priority_weight", None)
+    return doc
+
+
+def test_a_document_stored_before_the_later_fields_loads_with_their_defaults() -> None:
+    old = _without_later_fields(full_doc())
+    spec = load(old)
+    assert spec.max_active_tasks == 16
+    assert {t.priority_weight for t in spec.tasks} == {1}
+    assert spec_hash(load(minimal_doc())) == MINIMAL_HASH
+    assert spec_hash(spec) == FULL_WITHOUT_LATER_FIELDS_HASH
+    assert canonical_json(load_document(canonical_json(spec))) == canonical_json(spec)
+
+
+def test_the_later_fields_are_written_only_when_they_are_not_the_default() -> None:
+    explicit = _without_later_fields(full_doc())
+    explicit["max_active_tasks"] = 16
+    for task in explicit["tasks"]:
+        task["priority_weight"] = 1
+    assert spec_hash(load(explicit)) == FULL_WITHOUT_LATER_FIELDS_HASH
+    assert load(explicit) == load(_without_later_fields(full_doc()))
+    spec = load(full_doc())
+    assert spec.max_active_tasks == 4 and spec.task("load").priority_weight == 10
+    document = json.loads(canonical_json(spec))
+    assert document["max_active_tasks"] == 4
+    assert {t["task_id"]: t.get("priority_weight") for t in document["tasks"]} == {
+        "cleanup": None,
+        "extract": None,
+        "load": 10,
+        "report": None,
+    }
+    assert spec_hash(spec) != FULL_WITHOUT_LATER_FIELDS_HASH
+
+
+def test_a_diff_compares_an_omitted_later_field_as_its_default() -> None:
+    change = diff_specs(load(_without_later_fields(full_doc())), load(full_doc()))
+    assert change.dag_fields == {"max_active_tasks": (16, 4)}
+    assert change.tasks_changed == {"load": {"priority_weight": (1, 10)}}
 
 
 # --- graph problems --------------------------------------------------------------------
@@ -1021,6 +1131,9 @@ def test_equal_documents_hash_equal_and_different_ones_differ() -> None:
     changed["tasks"][0]["args"] = ["x"]
     assert spec_hash(load(changed)) != base
     assert spec_hash(load(mutated(lambda d: d.update(catchup=False), full_doc))) != base
+    assert spec_hash(load(mutated(lambda d: d.update(max_active_tasks=5), full_doc))) != base
+    other_weight = mutated(lambda d: d["tasks"][1].update(priority_weight=2), full_doc)
+    assert spec_hash(load(other_weight)) != base
 
 
 # --- format evolution ------------------------------------------------------------------

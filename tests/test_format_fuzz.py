@@ -397,6 +397,7 @@ def tasks_strategy(draw: st.DrawFn) -> list[dict[str, Any]]:
                 },
             ),
             "callbacks": callbacks,
+            "priority_weight": st.integers(-(2**31), 2**31 - 1) | st.sampled_from([1, 1.0, 5.0]),
         }
         task.update(_optional_fields(draw, optional))
         tasks.append(task)
@@ -423,6 +424,7 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
         "timezone": timezones,
         "catchup": st.booleans(),
         "max_active_runs": st.integers(1, 10000),
+        "max_active_tasks": st.integers(1, 2**31 - 1) | st.sampled_from([16, 16.0, 3.0]),
         "params": st.dictionaries(st.text(max_size=8), safe_json, max_size=4),
         "tags": st.lists(st.text(min_size=1, max_size=10), max_size=5),
         "defaults": st.fixed_dictionaries(

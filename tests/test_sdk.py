@@ -13,8 +13,11 @@ import pytest
 
 import isolate
 from isolate import DAG, CommandTask, PythonTask, XComArg, task
-from isolate.errors import DagDefinitionError
+from isolate.errors import DagDefinitionError, ValidationError
+from isolate.format import canonical_json, load_object
+from isolate.model import DagSpec
 from isolate.sdk import RUNTIME_FILES
+from tests.docs import BUNDLE_HASH, environment
 
 
 @task
@@ -117,6 +120,76 @@ def test_default_args_callbacks_and_naive_dates_in_the_dag_time_zone() -> None:
     assert t["limits"]["memory"] == "1G"
 
 
+def _spec(dag: DAG) -> DagSpec:
+    return load_object(
+        {
+            **dag.to_draft(),
+            "format_version": 1,
+            "environment": environment(),
+            "bundle": {"hash": BUNDLE_HASH},
+        }
+    )
+
+
+@task(priority_weight=7)
+def urgent() -> None:
+    """A TaskFlow task with a priority of its own."""
+
+
+def test_max_active_tasks_and_priority_weight_as_in_airflow() -> None:
+    with DAG(
+        "prio",
+        max_active_tasks=3,
+        default_args={"priority_weight": 5, "retries": 1, "weight_rule": "absolute"},
+    ) as dag:
+        PythonTask("inherits", callable="m:f")
+        CommandTask("own", command=["true"], priority_weight=-2)
+        PythonTask("none_inherits", callable="m:f", priority_weight=None)
+        urgent()
+        urgent.override(task_id="urgent_again", priority_weight=9)()
+    draft = dag.to_draft()
+    assert draft["max_active_tasks"] == 3
+    assert "priority_weight" not in draft["defaults"]  # no DAG-wide field: given to each task
+    weights = {t["task_id"]: t["priority_weight"] for t in draft["tasks"]}
+    assert weights == {
+        "inherits": 5,
+        "own": -2,
+        "none_inherits": 5,
+        "urgent": 7,
+        "urgent_again": 9,
+    }
+    spec = _spec(dag)
+    assert spec.max_active_tasks == 3
+    assert {t.task_id: t.priority_weight for t in spec.tasks} == weights
+
+
+def test_without_them_a_dag_gets_airflows_defaults_and_its_old_document() -> None:
+    with DAG("plain") as dag:
+        PythonTask("t", callable="m:f")
+    draft = dag.to_draft()
+    assert draft["max_active_tasks"] == 16 and draft["tasks"][0]["priority_weight"] == 1
+    text = canonical_json(_spec(dag))
+    assert "max_active_tasks" not in text and "priority_weight" not in text
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: DAG("d", max_active_tasks=0), "max_active_tasks: 0 is less than the minimum of 1"),
+        (
+            lambda: PythonTask("x", callable="m:f", dag=DAG("d"), priority_weight="high"),
+            "tasks[x].priority_weight: expected integer, got string",
+        ),
+        (lambda: DAG("d", max_active_tasks=True), "max_active_tasks: expected integer"),
+    ],
+)
+def test_bad_values_are_refused_by_the_format(build, message: str) -> None:
+    dag = build()
+    with pytest.raises(ValidationError) as info:
+        _spec(dag if isinstance(dag, DAG) else dag.dag)
+    assert message in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [
@@ -155,6 +228,15 @@ def test_default_args_callbacks_and_naive_dates_in_the_dag_time_zone() -> None:
             "unknown time zone",
         ),
         (lambda: DAG("d", default_args={"retry_delay": "5m"}), "expected a timedelta or seconds"),
+        (
+            lambda: PythonTask("x", callable="m:f", dag=DAG("d"), weight_rule="downstream"),
+            "task x: weight_rule 'downstream' is not supported: a task's priority is its own "
+            "priority_weight (Airflow's 'absolute' rule)",
+        ),
+        (
+            lambda: DAG("d", default_args={"weight_rule": "upstream"}),
+            "default_args: weight_rule 'upstream' is not supported",
+        ),
     ],
 )
 def test_definition_errors_are_clear(build, message: str) -> None:
