@@ -90,7 +90,9 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
             server = PushServer(config, store)
             server.start()  # authors who cannot write the store push through its socket
             try:
-                with Scheduler(config, store, parallelism=parallelism) as scheduler:
+                with Scheduler(
+                    config, store, parallelism=parallelism, push_health=server.health
+                ) as scheduler:
                     log.info("%s; push socket %s", scheduler.describe(), server.path)
                     scheduler.run(until_idle=until_idle, stop=lambda: stopping)
                     log.info("stopped")

@@ -28,14 +28,16 @@ from isolate.catalog import stored_version
 from isolate.config import Config
 from isolate.environments import EnvResolver
 from isolate.errors import IsolateError, StoreError
+from isolate.health import health_path
 from isolate.model import DagSpec, TaskSpec
 from isolate.push import current_user
 from isolate.states import ACTIVE_RUN_STATES, RunState, TaskState
-from isolate.store import RunRecord, Store, TaskInstanceRecord
+from isolate.store import DagSummary, RunRecord, Store, TaskInstanceRecord
 from isolate.store.engine import display_url
 from isolate.store.tasks import StaleStateError
-from isolate.tenancy import Tenant
+from isolate.tenancy import Tenant, TenantMap
 from isolate.triggering import scheduled_run_id
+from localexec import fairshare
 from localexec.attempt import (
     Attempt,
     Outcome,
@@ -46,6 +48,7 @@ from localexec.attempt import (
 )
 from localexec.cgroups import detect, reap_leftovers
 from localexec.executor import Executor, Finished
+from localexec.health import Heartbeat
 from localexec.logs import create_log, write_all
 from localexec.orphans import kill_if_alive
 from localexec.planner import TaskView, plan_run
@@ -68,6 +71,7 @@ class _Ready:
     """A scheduled task instance, as read this tick."""
 
     run: RunRecord
+    spec: DagSpec  # the run's version
     task: TaskSpec
     ti: TaskInstanceRecord
 
@@ -114,7 +118,9 @@ class Scheduler:
         parallelism: int = 4,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         poll_interval: float = 1.0,
+        push_health: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
+        """``push_health`` gives the push server's health for the heartbeat, if one runs."""
         self.config = config
         self.store = store
         self.clock = clock
@@ -137,6 +143,13 @@ class Scheduler:
         self._recovered = False
         self._specs: dict[tuple[str, int], DagSpec] = {}
         self.user = current_user()
+        self.push_health = push_health
+        self._heartbeat = Heartbeat(health_path(config))
+        self._started_at = time.time()
+        self._passes = 0
+        self._faults = 0
+        self._last_fault: str | None = None
+        self._database = "ok"
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -154,18 +167,39 @@ class Scheduler:
                     self.recover()
                     self._recovered = True
                 busy = self.tick()
+                self._passes += 1
+                self._database = "ok"
+                self._heartbeat.beat(self.health)
                 if until_idle and not busy:
                     return
                 self.record(self.executor.finished(timeout=self.poll_interval))
             except StoreError as exc:
                 pause = min(max(pause * 2, self.poll_interval, MIN_OUTAGE_PAUSE), MAX_OUTAGE_PAUSE)
                 self._outage(exc, pause)
+                self._database = f"unreachable: {exc}"
+                self._heartbeat.beat(self.health)
                 time.sleep(pause)
                 continue
             if pause:
                 self._say(f"the database is back; {len(self._started)} attempts running")
                 pause = 0.0
                 self.requeue_orphans()
+
+    def health(self) -> dict[str, Any]:
+        """What the heartbeat file says (:mod:`localexec.health`): when the scheduler started,
+        its passes, the database's state, what runs and waits, the faults it contained."""
+        return {
+            "home": str(self.config.home),
+            "started_at": self._started_at,
+            "passes": self._passes,
+            "database": self._database,
+            "running_attempts": len(self._started),
+            "queued_callbacks": len(self._callbacks),
+            "unrecorded_outcomes": len(self._unrecorded),
+            "contained_faults": self._faults,
+            "last_fault": self._last_fault,
+            "push_server": self.push_health() if self.push_health is not None else None,
+        }
 
     def _outage(self, exc: StoreError, pause: float) -> None:
         self._say(f"{exc}; retrying in {pause:.1f}s (running attempts go on)")
@@ -174,10 +208,11 @@ class Scheduler:
     def _say(message: str) -> None:
         log.warning("%s", message)
 
-    @staticmethod
-    def _contained(what: str, key: tuple[str, ...], exc: BaseException) -> None:
+    def _contained(self, what: str, key: tuple[str, ...], exc: BaseException) -> None:
         """An unexpected error confined to one run or attempt: the admin gets it with its
         traceback, the loop goes on (the fault barrier: one tenant's run never stops it)."""
+        self._faults += 1
+        self._last_fault = f"{what} ({' '.join(key)}): {type(exc).__name__}"
         log.error(
             "contained a fault while %s (%s): %s: %s",
             what,
@@ -191,19 +226,27 @@ class Scheduler:
         """One pass; returns whether anything is still active (runs or attempts)."""
         now = self.clock()
         self.record(self.executor.finished())
-        self.create_scheduled_runs(now)
-        runnable: list[_Ready] = []
+        dags = self.store.list_dags()
+        # A paused DAG's runs start nothing new: neither a run nor a task (Airflow's pause);
+        # what runs already finishes and is recorded.
+        paused = {summary.dag_id for summary in dags if summary.is_paused}
         active = self.store.runs.list(states=set(ACTIVE_RUN_STATES))
-        unfinished = len(active)
+        if self.create_scheduled_runs(now, dags, active):
+            active = self.store.runs.list(states=set(ACTIVE_RUN_STATES))
+        runnable: list[_Ready] = []
+        unfinished, ended = 0, False
         running_per_dag: dict[str, int] = {}
         for run in active:
             if run.state is RunState.RUNNING:
                 running_per_dag[run.dag_id] = running_per_dag.get(run.dag_id, 0) + 1
         for run in sorted(active, key=lambda r: (r.logical_date, r.run_id)):
+            if run.dag_id in paused:
+                continue
             try:
                 spec = self.spec(run.dag_id, run.version)
                 if run.state is RunState.QUEUED:
                     if running_per_dag.get(run.dag_id, 0) >= spec.max_active_runs:
+                        unfinished += 1
                         continue
                     run = self.store.runs.set_state(run.dag_id, run.run_id, RunState.RUNNING)
                     running_per_dag[run.dag_id] = running_per_dag.get(run.dag_id, 0) + 1
@@ -212,15 +255,15 @@ class Scheduler:
                 raise  # the database: the whole pass waits for it (run())
             except Exception as exc:
                 self._contained("planning a run", (run.dag_id, run.run_id), exc)
+                unfinished += 1
                 continue  # planned again at the next pass
             if found is None:
-                unfinished -= 1
+                ended = True  # room for the DAG's next scheduled run: the next pass makes it
             else:
+                unfinished += 1
                 runnable += found
         self.launch_callbacks()
-        for ready in runnable:
-            if self.executor.free_slots <= 0:
-                break
+        for ready in self.fair_share(runnable):
             try:
                 self.launch(ready)
             except StoreError:
@@ -230,7 +273,49 @@ class Scheduler:
                 self._contained("launching an attempt", key, exc)
         self.executor.replenish()
         busy = self.executor.busy or bool(self._unrecorded) or bool(self._callbacks)
-        return unfinished > 0 or busy
+        return unfinished > 0 or ended or busy
+
+    def fair_share(self, runnable: list[_Ready]) -> list[_Ready]:
+        """The ready tasks to start in the free slots, in order (:mod:`localexec.fairshare`):
+        tenants by running tasks against their weight and under their cap, then their DAGs
+        under ``max_active_tasks``, then priority and age. Attempts running now, callbacks
+        included, count for their tenant and DAG."""
+        free = self.executor.free_slots
+        if free <= 0 or not runnable:
+            return []
+        mapping = self._mapping()
+        owner: dict[str, str | None] = {}
+
+        def tenant_of(dag_id: str) -> str | None:
+            if dag_id not in owner:
+                found = mapping.owner(dag_id) if mapping is not None else None
+                owner[dag_id] = found.name if found is not None else None
+            return owner[dag_id]
+
+        running = fairshare.Running.count((tenant_of(key[0]), key[0]) for key in self._started)
+        candidates = [
+            fairshare.Candidate(
+                tenant=tenant_of(ready.run.dag_id),
+                dag_id=ready.run.dag_id,
+                dag_max_active_tasks=ready.spec.max_active_tasks,
+                priority_weight=ready.task.priority_weight,
+                logical_date=ready.run.logical_date,
+                run_id=ready.run.run_id,
+                task_id=ready.task.task_id,
+                payload=ready,
+            )
+            for ready in runnable
+        ]
+        shares = {} if mapping is None else {t.name: _share(t) for t in mapping.tenants}
+        return [chosen.payload for chosen in fairshare.choose(candidates, running, free, shares)]
+
+    def _mapping(self) -> TenantMap | None:
+        """The tenant mapping for sharing slots; an invalid one shares them as if there were
+        none (no task of a mapped tenant starts then anyway: its launch says why)."""
+        try:
+            return self.tenants.current()
+        except IsolateError:
+            return None
 
     def describe(self) -> str:
         """The start line: the home, the database, what confines tasks, the slots."""
@@ -245,8 +330,10 @@ class Scheduler:
         )
 
     def close(self) -> None:
-        """Stop what the scheduler keeps between runs: its idle warm-start processes."""
+        """Stop what the scheduler keeps between runs: its idle warm-start processes. The
+        heartbeat says it stopped."""
         self.executor.close()
+        self._heartbeat.beat(lambda: {**self.health(), "stopped_at": time.time()}, force=True)
 
     def __enter__(self) -> Scheduler:
         return self
@@ -261,24 +348,38 @@ class Scheduler:
 
     # -- runs ----------------------------------------------------------------------------
 
-    def create_scheduled_runs(self, now: datetime) -> None:
-        """Runs for every due interval of every unpaused DAG, on its latest version."""
-        for summary in self.store.list_dags():
+    def create_scheduled_runs(
+        self, now: datetime, dags: list[DagSummary], active: list[RunRecord]
+    ) -> bool:
+        """Runs for the due intervals of every unpaused DAG, on its latest version, while it
+        has fewer than ``max_active_runs`` queued or running (Airflow's rule: a catchup of
+        thousands of intervals is created as its runs finish, never all at once). Returns
+        whether any was created."""
+        per_dag: dict[str, int] = {}
+        for run in active:
+            per_dag[run.dag_id] = per_dag.get(run.dag_id, 0) + 1
+        created = False
+        for summary in dags:
             if summary.is_paused or summary.latest_version is None:
                 continue
             try:
-                self._create_due_runs(summary.dag_id, summary.latest_version, now)
+                created |= self._create_due_runs(
+                    summary.dag_id, summary.latest_version, now, per_dag.get(summary.dag_id, 0)
+                )
             except StoreError:
                 raise
             except Exception as exc:
                 self._contained("creating scheduled runs", (summary.dag_id,), exc)
+        return created
 
-    def _create_due_runs(self, dag_id: str, version: int, now: datetime) -> None:
+    def _create_due_runs(self, dag_id: str, version: int, now: datetime, active: int) -> bool:
         spec = self.spec(dag_id, version)
-        if spec.schedule is None:
-            return
+        room = spec.max_active_runs - active
+        if spec.schedule is None or room <= 0:
+            return False
         last = self.store.runs.last_logical_date(dag_id, "scheduled")
-        for interval in due_intervals(spec, last=last, now=now, limit=spec.max_active_runs):
+        due = due_intervals(spec, last=last, now=now, limit=room)
+        for interval in due:
             self.store.runs.create(
                 spec.dag_id,
                 run_id=scheduled_run_id(interval.start),
@@ -289,6 +390,7 @@ class Scheduler:
                 version=version,
                 task_ids=list(spec.task_ids),
             )
+        return bool(due)
 
     def advance(self, run: RunRecord, spec: DagSpec, now: datetime) -> list[_Ready] | None:
         """Apply the planner's decisions to one run; returns its tasks ready to start, or
@@ -323,7 +425,7 @@ class Scheduler:
             self.store.runs.set_state(run.dag_id, run.run_id, plan.finished)
             return None  # the run is over
         return [
-            _Ready(run, spec.task(task_id), ti)
+            _Ready(run, spec, spec.task(task_id), ti)
             for task_id, ti in sorted(tis.items())
             if ti.state is TaskState.SCHEDULED
             and (run.dag_id, run.run_id, task_id) not in self._started
@@ -650,6 +752,11 @@ class Scheduler:
                     "was killed" if killed else "had ended"
                 )
                 self.settle(run, spec.task(ti.task_id), ti.try_number, ok=False, message=why)
+
+
+def _share(tenant: Tenant) -> fairshare.Share:
+    weight, cap = getattr(tenant, "weight", 1), getattr(tenant, "max_active_tasks", None)
+    return fairshare.Share(weight=weight, max_active_tasks=cap)
 
 
 def _callback_ended(item: Finished[AttemptKey]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from isolate.clearing import clear_tasks
 from isolate.config import load_config
+from isolate.health import STALE_AFTER, assess, health_path, read_health
 from isolate.home import open_store
 from isolate.states import RunState, TaskState
 from isolate.store import Store, tables
@@ -104,6 +106,33 @@ def test_an_error_planning_one_run_is_logged_and_the_others_run(
         monkeypatch.setattr(scheduler_module, "plan_run", real)
         _run_until(scheduler, lambda: _state(store, "victim", runs["victim"]) in DONE)
         assert _state(store, "victim", runs["victim"]) is RunState.SUCCESS
+    # The admin sees it in the scheduler's health file too (written at its stop).
+    health = read_health(load_config(home))
+    assert health is not None and health["stopped_at"] is not None
+    assert health["contained_faults"] >= 1 and health["database"] == "ok"
+    assert health["last_fault"] == "planning a run (victim " + runs["victim"] + "): KeyError"
+
+
+def test_the_heartbeat_says_whether_the_loop_is_alive(home: Path, node) -> None:
+    runs = node("other")
+    config = load_config(home)
+    with open_store(config) as store, _scheduler(home, store) as scheduler:
+        _run_until(scheduler, lambda: _state(store, "other", runs["other"]) is RunState.SUCCESS)
+        health = read_health(config)
+        assert health is not None and health["passes"] >= 1 and "stopped_at" not in health
+        assert health_path(config).stat().st_mode & 0o777 == 0o644
+        now = health["heartbeat_at"]
+        status, detail = assess(health, running=True, now=now + 1)
+        assert status == "ok" and f"pid {os.getpid()}" in detail
+        status, detail = assess(health, running=True, now=now + STALE_AFTER + 1)
+        assert status == "fail" and "stuck" in detail
+        down = {**health, "database": "unreachable: cannot connect"}
+        assert assess(down, running=True, now=now)[0] == "fail"
+        dead_push = {**health, "push_server": {"alive": False}}
+        assert "push server is not accepting" in assess(dead_push, running=True, now=now)[1]
+    assert read_health(config)["stopped_at"] is not None
+    assert assess(read_health(config), running=False, now=now)[0] == "warn"
+    assert assess(None, running=False, now=now)[1].startswith("no scheduler is running")
 
 
 def test_an_error_preparing_one_attempt_fails_that_attempt_only(

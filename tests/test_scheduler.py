@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -147,6 +148,7 @@ def test_a_killed_scheduler_leaves_nothing_running_twice(
 ) -> None:
     started = tmp_path / "started"
     dag = f"""
+from datetime import UTC, datetime
 from pathlib import Path
 from isolate import DAG, task
 
@@ -229,6 +231,7 @@ def test_clear_runs_a_task_again_and_isolate_test_runs_one_now(
 ) -> None:
     counter = tmp_path / "count"
     dag = f"""
+from datetime import UTC, datetime
 from pathlib import Path
 from isolate import DAG, CommandTask, task
 
@@ -496,7 +499,6 @@ def test_a_slow_callback_runs_as_its_own_attempt_and_delays_no_one(
     starts and finishes while it sleeps (the loop used to wait for each callback)."""
     marks = tmp_path / "marks"
     marks.mkdir()
-    os.chmod(marks, 0o777)  # noqa: S103 - the callback may run as another user
     cli("push", str(make_folder({"dag.py": SLOW_CALLBACK.format(marks=str(marks))})))
     noisy = json.loads(cli("trigger", "noisy", "--json").stdout)["run_id"]
     config = load_config(home)
@@ -517,3 +519,44 @@ def test_a_slow_callback_runs_as_its_own_attempt_and_delays_no_one(
     assert (marks / "callback.ended").exists()
     log = home / "logs" / "noisy" / noisy / "done" / "1.on_success.log"
     assert "--- isolate outcome: success" in log.read_text()
+
+
+CATCHUP = """
+    from datetime import datetime
+    from isolate import DAG, CommandTask
+
+    with DAG(
+        "backfill", schedule="@daily", start_date=datetime(2024, 1, 1), catchup=True,
+        max_active_runs=2,
+    ):
+        CommandTask("a", command=["true"]) >> CommandTask("b", command=["true"])
+"""
+
+
+def test_catchup_creates_runs_as_they_finish_and_a_pause_starts_nothing_new(
+    cli, home: Path, make_folder
+) -> None:
+    """Ten due intervals, max_active_runs 2: two runs exist at a time (Airflow creates no
+    run beyond it), and pausing the DAG stops its running runs from starting new tasks
+    (the runs already created used to go on running)."""
+    cli("push", str(make_folder({"dag.py": CATCHUP})))
+    config = load_config(home)
+    clock = lambda: datetime(2024, 1, 11, 12, tzinfo=UTC)  # noqa: E731
+    with (
+        open_store(config) as store,
+        Scheduler(config, store, parallelism=4, poll_interval=0.05, clock=clock) as scheduler,
+    ):
+        scheduler.tick()
+        runs = store.runs.list(dag_id="backfill")
+        assert len(runs) == 2  # not ten at once
+        cli("dags", "pause", "backfill")
+        scheduler.run(until_idle=True)  # what started finishes; nothing new starts
+        runs = store.runs.list(dag_id="backfill")
+        assert len(runs) == 2 and {r.state for r in runs} == {RunState.RUNNING}
+        for run in runs:
+            states = {ti.task_id: ti.state for ti in store.tasks.list("backfill", run.run_id)}
+            assert states == {"a": TaskState.SUCCESS, "b": TaskState.NONE}
+        cli("dags", "unpause", "backfill")
+        scheduler.run(until_idle=True)
+        runs = store.runs.list(dag_id="backfill")
+    assert len(runs) == 10 and {r.state for r in runs} == {RunState.SUCCESS}
