@@ -264,9 +264,12 @@ def test_a_module_slow_to_compile_is_cut_off_and_the_bundle_is_ready_without_byt
 ) -> None:
     made = bundle(place, {"dag.py": "x = 1\n", "slow.py": SLOW})
     ws = workspace(place, compile_limits=CompileLimits(timeout=0.5))
+    blobs = Blobs(made)
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="isolate.workspace"):
-        final = ws.wait_bundle(Blobs(made).store, made.hash, tenant, python=Path(PYTHON))
+        assert ws.request_bundle(blobs.store, made.hash, tenant, python=Path(PYTHON)) is None
+        assert time.monotonic() - started < 0.4  # the loop does not wait for it
+        final = ws.wait_bundle(blobs.store, made.hash, tenant, python=Path(PYTHON))
     assert time.monotonic() - started < 4  # compiling it takes several seconds
     assert pycs(final) == []
     assert (final / "slow.py").is_file()
@@ -396,9 +399,11 @@ def test_compile_bytecode_never_raises(place: Path, caplog: pytest.LogCaptureFix
         unrunnable = compile_bytecode(
             staging, place / "final", python=place / "no-python", user=None
         )
+    assert pycs(staging) == []
+    itself = compile_bytecode(staging, place / "final", python=Path(PYTHON), user=None)
+    assert itself.written == ("dag.py",)  # as this process's user: no switch
     assert missing.problem == f"no user {USER + '-gone'!r} to compile as"
     assert unrunnable.problem is not None and "No such file" in unrunnable.problem
-    assert pycs(staging) == []
 
 
 # --- failures are reported to the asker --------------------------------------------------------
@@ -494,5 +499,7 @@ def test_one_tenants_slow_bundles_hold_one_worker_and_delay_only_it() -> None:
     release.set()
     assert done["a3"].wait(10)
     assert ran[2:] == ["a1", "a2", "a3"]
-    time.sleep(1.0)
+    deadline = time.monotonic() + 10
+    while queue._threads and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert queue._threads == 0  # idle workers end
