@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -9,11 +10,12 @@ import click
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, short_hash
 from cli.progress import ticking
-from isolate.config import author_config, is_admin
-from isolate.dagfile import load_folder
+from isolate.config import Config, author_config, is_admin
+from isolate.dagfile import FolderSnapshot, load_folder
 from isolate.home import open_store
-from isolate.push import current_user, push_folder
+from isolate.push import PushResult, commit_snapshot, current_user
 from isolate.pushclient import push_via_server, socket_path
+from localexec.timetable import count_due
 
 
 @click.command()
@@ -42,11 +44,12 @@ def push(
       isolate push dags/etl -m "load into the new warehouse"
     """
     config = author_config(home)
+    snapshot = load_folder(path, settings=config.settings)
     if is_admin(config):
         with open_store(config) as store:
-            results = push_folder(
+            results = commit_snapshot(
                 store,
-                path,
+                snapshot,
                 config=config,
                 pushed_by=current_user(),
                 message=message,
@@ -56,8 +59,10 @@ def push(
                 ),
             )
     else:
-        snapshot = load_folder(path, settings=config.settings)
         results = push_via_server(socket_path(config), snapshot, message)
+    catchup = catchup_runs(config, snapshot, results)
+    for dag_id, count in catchup.items():
+        click.echo(f"isolate push: {dag_id}: {describe_catchup(config, count)}", err=True)
     if as_json:
         print_json(
             [
@@ -69,6 +74,7 @@ def push(
                     "tasks": r.tasks,
                     "env_key": r.env_key,
                     "env_built": r.env_built,
+                    "catchup_runs": catchup.get(r.dag_id),
                 }
                 for r in results
             ]
@@ -94,3 +100,32 @@ def _env_cell(key: str | None, built: bool) -> str:
     if key is None:
         return "not built"
     return f"{short_hash(key)} ({'built' if built else 'cached'})"
+
+
+def catchup_runs(
+    config: Config, snapshot: FolderSnapshot, results: list[PushResult]
+) -> dict[str, int]:
+    """For each DAG this push created with ``catchup``, how many runs its due intervals
+    make now (counted to ``max_catchup_runs`` + 1 at most): an author should know before
+    a start_date years back fills the node."""
+    cap = config.settings.max_catchup_runs
+    specs = {dag.spec.dag_id: dag.spec for dag in snapshot.dags}
+    now = datetime.now(UTC)
+    found: dict[str, int] = {}
+    for result in results:
+        spec = specs.get(result.dag_id)
+        if result.created and result.version == 1 and spec is not None and spec.catchup:
+            count = count_due(spec, now=now, cap=cap)
+            if count > 1:
+                found[result.dag_id] = count
+    return found
+
+
+def describe_catchup(config: Config, count: int) -> str:
+    cap = config.settings.max_catchup_runs
+    if count > cap:
+        return (
+            f"more than {cap} intervals are due since its start_date: catchup runs only the "
+            f"newest {cap} (setting max_catchup_runs)"
+        )
+    return f"catchup will create {count} runs for the intervals due since its start_date"

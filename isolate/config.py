@@ -33,6 +33,9 @@ class Settings:
     # A try's log: the task's output past this many bytes is dropped, with a marker.
     max_log_bytes: int = 100 * MIB
     paused_at_creation: bool = False
+    # A catchup DAG runs at most this many of its due intervals, the newest; a push that
+    # makes more due says so.
+    max_catchup_runs: int = 1000
     # The interpreter every env is built on. It must be executable by the users tasks run
     # as: Debian's python3, not one under root's 0700 home.
     env_python: str = "/usr/bin/python3"
@@ -85,7 +88,7 @@ _BOOL_KEYS = {
 HARDENING_MODES = ("auto", "required", "off")
 _MODE_KEYS = {"cgroups", "landlock", "bubblewrap"}
 _LIST_KEYS = {"find_links"}
-_INT_KEYS = {"gc_keep_versions", "tenant_min_uid"}
+_INT_KEYS = {"gc_keep_versions", "tenant_min_uid", "max_catchup_runs"}
 _CHOICES = {"env_builder": ("uv", "virtualenv-pip")}
 
 

@@ -44,6 +44,8 @@ _TEMPLATE = """\
 # max_log_bytes = "100M"
 # Whether a DAG pushed for the first time starts paused.
 # paused_at_creation = false
+# How many due intervals a catchup DAG runs at most: the newest ones.
+# max_catchup_runs = 1000
 # The interpreter envs are built on (must be executable by the users tasks run as),
 # the builder ("uv" or "virtualenv-pip"), and where packages come from.
 # env_python = "/usr/bin/python3"

@@ -56,7 +56,7 @@ from localexec.retries import next_attempt
 from localexec.sandbox import HardeningUnavailable, HostSandbox, Sandbox, sandbox_for
 from localexec.spares import SparePool
 from localexec.tenants import TenantWatch, UnownedDagError, capped
-from localexec.timetable import due_intervals
+from localexec.timetable import catchup_floor, due_intervals
 from localexec.workspace import Workspace
 
 TaskKey = tuple[str, str, str]  # dag_id, run_id, task_id
@@ -76,6 +76,8 @@ class _Ready:
     ti: TaskInstanceRecord
 
 
+# Seconds a catchup DAG's first allowed interval is kept before it is found again.
+FLOOR_TTL = 3600.0
 # Pauses between passes while the database is unreachable.
 MIN_OUTAGE_PAUSE = 0.5
 MAX_OUTAGE_PAUSE = 30.0
@@ -142,6 +144,7 @@ class Scheduler:
         # of this one must not take its own running attempts for leftovers.
         self._recovered = False
         self._specs: dict[tuple[str, int], DagSpec] = {}
+        self._floors: dict[tuple[str, int], tuple[float, datetime | None]] = {}
         self.user = current_user()
         self.push_health = push_health
         self._heartbeat = Heartbeat(health_path(config))
@@ -378,7 +381,8 @@ class Scheduler:
         if spec.schedule is None or room <= 0:
             return False
         last = self.store.runs.last_logical_date(dag_id, "scheduled")
-        due = due_intervals(spec, last=last, now=now, limit=room)
+        earliest = self._catchup_floor(spec, version, now)
+        due = due_intervals(spec, last=last, now=now, limit=room, earliest=earliest)
         for interval in due:
             self.store.runs.create(
                 spec.dag_id,
@@ -391,6 +395,29 @@ class Scheduler:
                 task_ids=list(spec.task_ids),
             )
         return bool(due)
+
+    def _catchup_floor(self, spec: DagSpec, version: int, now: datetime) -> datetime | None:
+        """Where a catchup DAG's runs begin when it has more than ``max_catchup_runs`` due
+        (the older intervals never run), found again at most every :data:`FLOOR_TTL` s: the
+        walk back costs one croniter step per allowed run."""
+        if not spec.catchup:
+            return None
+        key = (spec.dag_id, version)
+        cached = self._floors.get(key)
+        if cached is not None and time.monotonic() - cached[0] < FLOOR_TTL:
+            return cached[1]
+        cap = self.config.settings.max_catchup_runs
+        floor = catchup_floor(spec, now=now, cap=cap)
+        if floor is not None and (cached is None or cached[1] is None):
+            log.info(
+                "DAG %s: more than %d intervals are due: its catchup begins at %s (setting "
+                "max_catchup_runs)",
+                spec.dag_id,
+                cap,
+                floor.isoformat(),
+            )
+        self._floors[key] = (time.monotonic(), floor)
+        return floor
 
     def advance(self, run: RunRecord, spec: DagSpec, now: datetime) -> list[_Ready] | None:
         """Apply the planner's decisions to one run; returns its tasks ready to start, or

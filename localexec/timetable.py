@@ -39,10 +39,15 @@ def _ticks(cron: str, zone: ZoneInfo, first: datetime) -> Iterator[datetime]:
 
 
 def due_intervals(
-    spec: DagSpec, *, last: datetime | None, now: datetime, limit: int = 1000
+    spec: DagSpec,
+    *,
+    last: datetime | None,
+    now: datetime,
+    limit: int = 1000,
+    earliest: datetime | None = None,
 ) -> list[Interval]:
     """Intervals whose runs should exist by ``now`` and start after ``last`` (the logical date
-    of the newest scheduled run, None if none), oldest first.
+    of the newest scheduled run, None if none) and not before ``earliest``, oldest first.
 
     Without ``catchup`` only the newest due interval is returned. ``limit`` bounds the list
     (a years-old start_date with catchup); the scheduler asks again for the rest.
@@ -50,6 +55,8 @@ def due_intervals(
     if spec.schedule is None or spec.start_date is None:
         return []
     start = datetime.fromisoformat(spec.start_date)
+    if earliest is not None and spec.catchup:
+        start = max(start, earliest)
     end_date = datetime.fromisoformat(spec.end_date) if spec.end_date else None
     cron = cron_of(spec.schedule)
     if cron is None:  # @once: one run, at start_date
@@ -91,3 +98,39 @@ def _newest(
     if begin < start or (last is not None and begin <= last):
         return []
     return [Interval(begin, end)]
+
+
+def catchup_floor(spec: DagSpec, *, now: datetime, cap: int) -> datetime | None:
+    """The start of the oldest of the newest ``cap`` intervals due by ``now``, when a
+    catchup DAG has more than ``cap`` due since its start_date (the older ones are never
+    run); None when it has at most ``cap``. Walks back ``cap`` ticks from now, however old
+    the start_date."""
+    if not spec.catchup or spec.schedule is None or spec.start_date is None:
+        return None
+    cron = cron_of(spec.schedule)
+    if cron is None:
+        return None
+    start = datetime.fromisoformat(spec.start_date)
+    zone = ZoneInfo(spec.timezone)
+    end_date = datetime.fromisoformat(spec.end_date) if spec.end_date else None
+    limit = now if end_date is None else min(now, end_date)
+    back = croniter(cron, (limit + timedelta(seconds=1)).astimezone(zone))
+    tick = back.get_prev(datetime).astimezone(UTC)
+    if tick > now:
+        tick = back.get_prev(datetime).astimezone(UTC)
+    # ``tick`` ends the newest due interval; each step back is one more interval's start.
+    for _ in range(cap):
+        tick = back.get_prev(datetime).astimezone(UTC)
+        if tick < start:
+            return None
+    # One more before it still counts as due only if it is not before start_date.
+    older = back.get_prev(datetime).astimezone(UTC)
+    return tick if older >= start else None
+
+
+def count_due(spec: DagSpec, *, now: datetime, cap: int) -> int:
+    """How many intervals a catchup DAG pushed now would have due, counting to ``cap + 1``
+    at most (so a minutely schedule from years ago costs no more than a small one)."""
+    if not spec.catchup:
+        return len(due_intervals(spec, last=None, now=now, limit=1))
+    return len(due_intervals(spec, last=None, now=now, limit=cap + 1))

@@ -560,3 +560,37 @@ def test_catchup_creates_runs_as_they_finish_and_a_pause_starts_nothing_new(
         scheduler.run(until_idle=True)
         runs = store.runs.list(dag_id="backfill")
     assert len(runs) == 10 and {r.state for r in runs} == {RunState.SUCCESS}
+
+
+YEARS_OF_CATCHUP = """
+    from datetime import datetime
+    from isolate import DAG, CommandTask
+
+    with DAG("years", schedule="@daily", start_date=datetime(2020, 1, 1), catchup=True):
+        CommandTask("t", command=["true"])
+
+    with DAG("days", schedule="@daily", start_date=datetime(2024, 1, 8), catchup=True):
+        CommandTask("t", command=["true"])
+"""
+
+
+def test_a_push_says_how_many_catchup_runs_it_makes_and_the_admin_caps_them(
+    cli, home: Path, make_folder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ISOLATE_MAX_CATCHUP_RUNS", "5")
+    pushed = cli("push", str(make_folder({"dag.py": YEARS_OF_CATCHUP})), "--json")
+    assert "years: more than 5 intervals are due since its start_date" in pushed.stderr
+    assert "newest 5 (setting max_catchup_runs)" in pushed.stderr
+    by_id = {r["dag_id"]: r for r in json.loads(pushed.stdout)}
+    assert by_id["years"]["catchup_runs"] == 6  # counted to the cap and one more, no further
+    config = load_config(home)
+    clock = lambda: datetime(2024, 1, 11, 12, tzinfo=UTC)  # noqa: E731
+    with (
+        open_store(config) as store,
+        Scheduler(config, store, parallelism=4, poll_interval=0.05, clock=clock) as scheduler,
+    ):
+        scheduler.run(until_idle=True)
+        years = sorted(r.logical_date.day for r in store.runs.list(dag_id="years"))
+        days = sorted(r.logical_date.day for r in store.runs.list(dag_id="days"))
+    assert years == [6, 7, 8, 9, 10]  # the newest 5 of four years' intervals
+    assert days == [8, 9, 10]

@@ -14,7 +14,7 @@ from isolate.states import TaskState as S
 from localexec import planner
 from localexec.planner import TaskView, plan_run, topological
 from localexec.retries import DEFAULT_MAX_DELAY, next_attempt, retry_delay
-from localexec.timetable import Interval, due_intervals
+from localexec.timetable import Interval, catchup_floor, count_due, due_intervals
 from localexec.trigger_rules import Verdict as V
 from localexec.trigger_rules import evaluate
 from tests.docs import doc_with, minimal_doc, python_task
@@ -194,3 +194,21 @@ def test_topological_order_puts_upstream_first_and_keeps_ties_in_task_id_order()
     )
     order = [task.task_id for task in topological(load_object(json.loads(json.dumps(doc))))]
     assert order == ["b", "d", "a", "c"]
+
+
+def test_the_catchup_floor_keeps_the_newest_intervals_only() -> None:
+    daily = spec(schedule="@daily", start_date="2024-01-01T00:00:00+00:00", catchup=True)
+    now = at("2024-01-11T12:00:00+00:00")  # ten intervals have ended: Jan 1 .. Jan 10
+    assert catchup_floor(daily, now=now, cap=10) is None
+    assert catchup_floor(daily, now=now, cap=20) is None
+    assert catchup_floor(daily, now=now, cap=9) == at("2024-01-02T00:00:00+00:00")
+    assert catchup_floor(daily, now=now, cap=3) == at("2024-01-08T00:00:00+00:00")
+    floor = catchup_floor(daily, now=now, cap=3)
+    starts = [i.start.day for i in due_intervals(daily, last=None, now=now, earliest=floor)]
+    assert starts == [8, 9, 10]
+    assert count_due(daily, now=now, cap=3) == 4 and count_due(daily, now=now, cap=50) == 10
+    no_catchup = spec(schedule="@daily", start_date="2024-01-01T00:00:00+00:00", catchup=False)
+    assert catchup_floor(no_catchup, now=now, cap=3) is None
+    # A minutely schedule from years back costs cap steps, not millions.
+    minutely = spec(schedule="* * * * *", start_date="2000-01-01T00:00:00+00:00", catchup=True)
+    assert catchup_floor(minutely, now=now, cap=2) == at("2024-01-11T11:58:00+00:00")
