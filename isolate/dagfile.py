@@ -24,7 +24,7 @@ from isolate.config import Settings
 from isolate.errors import BundleError, DagDefinitionError, UsageError, ValidationError
 from isolate.format import FORMAT_VERSION, canonical_json, load_object, spec_hash
 from isolate.model import DagSpec
-from isolate.validate import lock_digest
+from isolate.validate import check_push, lock_digest
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,7 @@ def _serialize(dag: sdk.DAG, rel: str, bundle: Bundle, settings: Settings) -> Lo
     }
     # A JSON round trip turns tuples and other Python spellings into plain JSON values.
     spec = load_object(json.loads(json.dumps(draft)))
+    check_push(spec)
     text = canonical_json(spec)
     size = len(text.encode("utf-8"))
     if size > settings.max_spec_bytes:

@@ -24,6 +24,7 @@ from isolate.dagfile import FolderSnapshot, LoadedDag
 from isolate.errors import IsolateError, UsageError
 from isolate.format import canonical_json, load_document, spec_hash
 from isolate.store.store import MAX_MESSAGE
+from isolate.validate import check_push
 
 _LENGTH = struct.Struct(">I")
 MAX_DAGS = 1000
@@ -142,6 +143,7 @@ def decode_snapshot(specs: list[str], data: bytes, settings: Settings) -> Folder
     seen: set[str] = set()
     for text in specs:
         spec = load_document(text, max_bytes=settings.max_spec_bytes)
+        check_push(spec)
         if spec.bundle_hash != digest:
             raise ProtocolError(f"dag {spec.dag_id}: its bundle hash is not the sent bundle's")
         if spec.dag_id in seen:

@@ -22,11 +22,32 @@ import jsonschema
 from jinja2 import TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from isolate.model import XCOM_REF_KEY, is_xcom_ref
+from isolate.errors import ValidationError
+from isolate.model import XCOM_REF_KEY, DagSpec, is_xcom_ref
 from isolate.schedules import schedule_problem
 
 ID_RULE = "1-250 characters of A-Z a-z 0-9 _ . - (and not '.' or '..')"
 RESERVED_ENV_PREFIX = "ISOLATE_"
+# What the dynamic loader and the C library read from the environment before a program's
+# own code runs: glibc's list of variables it drops for setuid programs (unsecvars.h), every
+# LD_* of the loader, and not TMPDIR (which only says where programs put their temp files).
+LOADER_ENV_PREFIX = "LD_"
+LOADER_ENV_NAMES = frozenset(
+    {
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "GLIBC_TUNABLES",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "MALLOC_TRACE",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+        "TZDIR",
+    }
+)
 
 _FORBIDDEN_BY_KIND = {"python": ("command",), "command": ("callable", "args", "kwargs")}
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
@@ -388,6 +409,31 @@ def _strings_and_refs(task: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
             stack.extend((f"{path}{_key(k)}", v) for k, v in reversed(list(value.items())))
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+
+
+def is_loader_variable(name: str) -> bool:
+    """Whether the dynamic loader or the C library interpret ``name`` before a program runs
+    (``LD_PRELOAD``, ``GCONV_PATH``, ...): never part of a task's environment."""
+    return name.startswith(LOADER_ENV_PREFIX) or name in LOADER_ENV_NAMES
+
+
+def push_problems(spec: DagSpec) -> list[str]:
+    """What a push refuses beyond :func:`meaning_problems`: checks added after versions were
+    stored, which must stay readable (the task process drops what they let through)."""
+    return [
+        f"tasks[{task.task_id}].env.{name}: {name} is read by the dynamic loader or the C "
+        "library before a program starts: not allowed in a task's env"
+        for task in spec.tasks
+        for name in task.env
+        if is_loader_variable(name)
+    ]
+
+
+def check_push(spec: DagSpec) -> None:
+    """Raise :class:`ValidationError` with every :func:`push_problems` of ``spec``."""
+    problems = push_problems(spec)
+    if problems:
+        raise ValidationError(problems, subject=f"dag {spec.dag_id}")
 
 
 def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:

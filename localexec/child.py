@@ -17,7 +17,9 @@ Order, and why:
 6. render the templated fields (author input, rendered only without privileges);
 7. the context into an anonymous memory file (memfd) for the bootstrap: the child fills it
    without ever blocking on a reader, however large the context;
-8. an environment built from scratch (nothing of the supervisor's: no database URL);
+8. an environment built from scratch (nothing of the supervisor's: no database URL), less
+   what the dynamic loader and the C library read (``LD_PRELOAD``, ...: refused at push, and
+   dropped here from versions pushed before, saying so in the log);
 9. the sandbox (:func:`localexec.sandbox.confine`): Landlock now, bubblewrap by the exec;
 10. close every fd but stdio, the result pipe and the context fd;
 11. resource limits, last (see :mod:`localexec.limits`); exec.
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from isolate.errors import IsolateError
+from isolate.validate import is_loader_variable
 from localexec.attempt import Attempt
 from localexec.bootstrap import CTX_FD_VAR, XCOM_FD_VAR
 from localexec.cgroups import AttemptCgroup
@@ -121,9 +124,13 @@ def _setup_and_exec(
     os.umask(0o077)
     os.chdir(attempt.work_dir)
     write_all(2, process_line(os.getpid(), user))
+    dropped = loader_variables(attempt.env)
+    if dropped:
+        write_all(2, dropped_line(dropped))
 
     renderer = renderer_for(attempt.context, attempt.xcoms)
-    env = task_environment(attempt, renderer.render_env(attempt.env), user=user)
+    own = {name: value for name, value in attempt.env.items() if name not in dropped}
+    env = task_environment(attempt, renderer.render_env(own), user=user)
     keep = {error_fd}
     if attempt.kind == "command":
         assert attempt.command is not None
@@ -179,12 +186,27 @@ def task_environment(
         # `python -m package.module` of the DAG's own folder, as a python task imports it
         # (the bootstrap puts the bundle on sys.path itself). The author's env may override.
         env["PYTHONPATH"] = str(attempt.bundle_dir)
-    env.update(rendered_env)  # the author's own variables (ISOLATE_* is reserved at push)
+    # The author's own variables (ISOLATE_* is reserved at push), but never the loader's.
+    env.update((k, v) for k, v in rendered_env.items() if not is_loader_variable(k))
     for variable, key in CONTEXT_ENV.items():
         value = attempt.context.get(key)
         if value is not None:
             env[variable] = str(value)
     return env
+
+
+def loader_variables(env: Mapping[str, str]) -> list[str]:
+    """The names in ``env`` the dynamic loader or the C library would read before the task
+    runs: refused at push since they were checked, dropped from older stored versions."""
+    return sorted(name for name in env if is_loader_variable(name))
+
+
+def dropped_line(names: list[str]) -> bytes:
+    """The log's line saying which of the task's variables it does not get, and why."""
+    return (
+        f"isolate: not in the task's env (read by the dynamic loader or the C library before "
+        f"a program starts; refused at push since): {', '.join(names)}\n"
+    ).encode()
 
 
 def base_environment(python: Path, *, user: str) -> dict[str, str]:

@@ -1,0 +1,243 @@
+"""What a task's own environment, templates and /dev can do before and around its sandbox.
+
+- variables the dynamic loader or the C library read (``LD_PRELOAD``, ...) are refused at
+  push and dropped, saying so, from versions stored before.
+
+The process tests run their tasks as root where the suite runs as root (as test_sandbox.py
+does): each denial seen is the sandbox's own.
+"""
+
+# The fixtures come from a shared module; pyflakes sees their use as arguments as
+# redefinitions.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from isolate.bundles import make_bundle
+from isolate.config import Settings
+from isolate.dagfile import load_folder
+from isolate.errors import ValidationError
+from isolate.format import load_document
+from isolate.pushwire import decode_snapshot
+from isolate.validate import LOADER_ENV_NAMES, check_push, is_loader_variable
+from localexec.attempt import Attempt
+from localexec.sandbox import (
+    Hardening,
+    HostSandbox,
+    layers_for,
+    resolve,
+)
+from localexec.supervisor import run
+from tests.conftest import write_folder
+from tests.docs import doc_with, dumps, python_task
+from tests.localexec_support import (  # noqa: F401 - fixtures
+    MakeAttempt,
+    env_python,
+    make_attempt,
+    runtime,
+)
+
+HOST = HostSandbox.detect(cgroups=False, cgroups_finding="not used here")
+needs_landlock = pytest.mark.skipif(
+    HOST.landlock_abi == 0, reason="Landlock is not available in this kernel"
+)
+needs_bwrap = pytest.mark.skipif(
+    HOST.bwrap is None, reason=f"bubblewrap cannot be used here: {HOST.bwrap_finding}"
+)
+needs_gcc = pytest.mark.skipif(
+    shutil.which("gcc") is None, reason="gcc is needed to build the preloaded library"
+)
+
+TASKS = {
+    "tasks.py": """
+        import errno, os, socket, time
+
+        def attempt(fn):
+            try:
+                result = fn()
+            except PermissionError:
+                return "denied"
+            except OSError as exc:
+                return errno.errorcode.get(exc.errno, str(exc.errno))
+            return "allowed" if result is None else result
+
+        def echo(value):
+            return value
+
+        def environment():
+            return dict(os.environ)
+
+        def held_until_released():
+            open("ready", "w").close()
+            deadline = time.monotonic() + 20
+            while not os.path.exists("go") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            links = {}
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    links[fd] = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    pass
+            return {"env": dict(os.environ), "fds": links}
+
+        def shm(host_file, name):
+            def write():
+                with open(f"/dev/shm/{name}", "w") as fh:
+                    fh.write("mine")
+            return {
+                "host_file": attempt(lambda: open(host_file).read()),
+                "write": attempt(write),
+                "null": attempt(lambda: open("/dev/null", "w").write("x") and None),
+                "urandom": attempt(lambda: len(open("/dev/urandom", "rb").read(4))),
+            }
+
+        def abstract(name):
+            def go():
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(5)
+                    s.connect("\\0" + name)
+            return attempt(go)
+    """
+}
+
+
+def confined(attempt: Attempt, **want: Any) -> Attempt:
+    """``attempt`` in the sandbox the scheduler would give it on this host."""
+    env_root = attempt.python.parent.parent
+    sandbox = resolve(
+        Hardening(**want),
+        HOST,
+        read_only=(
+            env_root,
+            env_root.parent.parent / "objects" / "trees",
+            attempt.sdk_dir.parent,
+            attempt.bundle_dir,
+        ),
+        writable=(attempt.work_dir,),
+    )
+    return replace(attempt, sandbox=sandbox)
+
+
+def run_ok(attempt: Attempt) -> Any:
+    outcome = run(attempt, layers=layers_for(attempt.sandbox))
+    assert outcome.ok, (outcome.message, attempt.log_path.read_text())
+    return outcome.xcom
+
+
+# --- 2. loader variables ---------------------------------------------------------------------
+
+REFUSED = [*sorted(LOADER_ENV_NAMES), "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "LD_X"]
+ALLOWED = ["TMPDIR", "PYTHONPATH", "LANG", "LC_ALL", "TZ", "PATH", "MALLOC_ARENA_MAX", "ld_x"]
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_a_loader_variable_is_refused_at_push_naming_task_and_variable(name: str) -> None:
+    text = dumps(doc_with([python_task("a"), python_task("load", env={name: "/x", "OK": "1"})]))
+    spec = load_document(text)  # a stored version stays readable
+    with pytest.raises(ValidationError) as info:
+        check_push(spec)
+    assert info.value.problems == [
+        f"tasks[load].env.{name}: {name} is read by the dynamic loader or the C library "
+        "before a program starts: not allowed in a task's env"
+    ]
+    assert str(info.value).startswith("dag etl: tasks[load].env.")
+
+
+@pytest.mark.parametrize("name", ALLOWED)
+def test_other_variables_are_the_authors(name: str) -> None:
+    assert not is_loader_variable(name)
+    check_push(load_document(dumps(doc_with([python_task("a", env={name: "v"})]))))
+
+
+def test_the_push_server_refuses_a_loader_variable(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "src", {"x.py": "X = 1\n"})
+    bundle = make_bundle(folder, max_bytes=Settings().max_bundle_bytes)
+    doc = doc_with([python_task("a", env={"LD_PRELOAD": "/tmp/evil.so"})])
+    doc["bundle"]["hash"] = bundle.hash
+    with pytest.raises(ValidationError, match=r"tasks\[a\]\.env\.LD_PRELOAD: LD_PRELOAD is read"):
+        decode_snapshot([dumps(doc)], bundle.data, Settings())
+    doc["tasks"][0]["env"] = {"MODE": "fast"}
+    assert decode_snapshot([dumps(doc)], bundle.data, Settings()).dags  # the check's only effect
+
+
+def test_the_author_hears_of_it_when_loading_the_folder(tmp_path: Path) -> None:
+    dag = """
+        from isolate import DAG, task
+
+        @task(env={"GCONV_PATH": "/home/me/gconv"})
+        def convert():
+            return 1
+
+        with DAG("charsets"):
+            convert()
+    """
+    folder = write_folder(tmp_path / "src", {"dag.py": dag})
+    with pytest.raises(ValidationError, match=r"tasks\[convert\]\.env\.GCONV_PATH: GCONV_PATH"):
+        load_folder(folder)
+
+
+@pytest.mark.parametrize("bubblewrap", ["off", pytest.param("required", marks=needs_bwrap)])
+def test_loader_variables_of_a_stored_version_are_dropped_and_logged(
+    make_attempt: MakeAttempt, bubblewrap: str
+) -> None:
+    dropped = {"LD_LIBRARY_PATH": "/x", "GCONV_PATH": "/y", "LD_DEBUG": "all"}
+    attempt = confined(
+        make_attempt(TASKS, callable="tasks:environment", env={**dropped, "MODE": "fast"}),
+        landlock="off",
+        bubblewrap=bubblewrap,
+    )
+    env = run_ok(attempt)
+    assert env["MODE"] == "fast" and not set(dropped) & set(env)
+    log = attempt.log_path.read_text()
+    assert "isolate: not in the task's env (read by the dynamic loader" in log
+    assert "GCONV_PATH, LD_DEBUG, LD_LIBRARY_PATH" in log
+    assert "ld.so" not in log and "calling init" not in log  # LD_DEBUG=all reached nobody
+
+
+EVIL_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+__attribute__((constructor)) static void evil(void) {
+    char exe[4096] = {0};
+    const char *out = getenv("EVIL_OUT");
+    FILE *fh;
+    if (!out || readlink("/proc/self/exe", exe, sizeof exe - 1) < 0) return;
+    if ((fh = fopen(out, "a"))) {
+        fprintf(fh, "%s\n", exe);
+        fclose(fh);
+    }
+}
+"""
+
+
+@needs_gcc
+@pytest.mark.parametrize("bubblewrap", ["off", pytest.param("required", marks=needs_bwrap)])
+def test_a_preloaded_library_of_a_stored_version_never_runs(
+    make_attempt: MakeAttempt, tmp_path: Path, bubblewrap: str
+) -> None:
+    attempt = make_attempt(TASKS, callable="tasks:echo", args=["done"])
+    source = tmp_path / "evil.c"
+    source.write_text(EVIL_C)
+    library = attempt.bundle_dir / "evil.so"  # readable inside the sandbox too
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=60
+    )
+    out = attempt.work_dir / "evil.txt"
+    attempt = confined(
+        replace(attempt, env={"LD_PRELOAD": str(library), "EVIL_OUT": str(out)}),
+        landlock="off",
+        bubblewrap=bubblewrap,
+    )
+    assert run_ok(attempt) == "done"
+    assert not out.exists(), out.read_text()  # not bwrap, not the task's python
+    assert "LD_PRELOAD" in attempt.log_path.read_text()
