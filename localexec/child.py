@@ -20,8 +20,9 @@ Order, and why:
 8. an environment built from scratch (nothing of the supervisor's: no database URL), less
    what the dynamic loader and the C library read (``LD_PRELOAD``, ...: refused at push, and
    dropped here from versions pushed before, saying so in the log);
-9. the sandbox (:func:`localexec.sandbox.confine`): Landlock now, bubblewrap by the exec;
-10. close every fd but stdio, the result pipe and the context fd;
+9. the sandbox (:func:`localexec.sandbox.confine_exec`): Landlock now, bubblewrap by the
+   exec, with an environment of isolate's own (the task's is handed to it in a memfd);
+10. close every fd but stdio, the result pipe, the context fd and bubblewrap's memfd;
 11. resource limits, last (see :mod:`localexec.limits`); exec.
 """
 
@@ -45,7 +46,7 @@ from localexec.cgroups import AttemptCgroup
 from localexec.limits import apply_limits
 from localexec.logs import process_line, write_all
 from localexec.privdrop import drop_privileges
-from localexec.sandbox import confine
+from localexec.sandbox import confine_exec
 from localexec.templating import renderer_for
 
 # After the env's own bin dir; no /sbin, no "." (a writable cwd must not shadow commands).
@@ -153,8 +154,8 @@ def _setup_and_exec(
             env[XCOM_FD_VAR] = str(result_fd)
             keep.add(result_fd)
             os.set_inheritable(result_fd, True)
-    argv = confine(attempt.sandbox, layers) + argv
-    close_fds_except(keep)
+    argv, env, helper_fds = confine_exec(attempt.sandbox, layers, argv, env)
+    close_fds_except(keep | helper_fds)
     apply_limits(attempt.limits)
     os.execvpe(argv[0], argv, env)  # noqa: S606 - argv lists by design; sh -c only for shell strings
 

@@ -19,6 +19,10 @@ What each does for an attempt (the scheduler resolves a :class:`Sandbox` per att
   ``network = true`` (a network namespace with only its own loopback); ipc and uts
   namespaces. The database, logs and config are simply not there, and the mapping (under
   ``/etc`` by default) is covered by ``/dev/null``, which a sandbox cannot open (nodev).
+  bwrap itself runs with an environment of isolate's (:data:`HELPER_ENVIRONMENT`): the
+  task's reaches the task only, through ``--clearenv`` and ``--setenv`` in a memfd read by
+  ``--args``, so nothing of the author's (``LD_PRELOAD``, ...) runs on the host, outside the
+  sandbox, before it exists.
 - **Landlock**: without bubblewrap, the same filesystem allow-list enforced by the kernel on
   every open (read and execute beneath the system paths, env, runtime and bundles; read and
   write beneath the work dirs and ``/dev/shm``; ``/dev`` and ``/proc`` as devices and
@@ -37,8 +41,10 @@ the file permissions keep tenants apart (docs/security.md).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -58,6 +64,12 @@ SYSTEM_PATHS = tuple(
 )
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 _DEV_RIGHTS = landlock.READ | landlock.WRITE_FILE | landlock.TRUNCATE | landlock.IOCTL_DEV
+# The whole environment bwrap itself runs with: nothing of the task's reaches the loader of
+# a program running on the host (the task's own is set inside, with --clearenv/--setenv).
+HELPER_ENVIRONMENT = {"PATH": "/usr/bin:/bin"}
+# bwrap refuses more arguments than this (MAX_ARGS in bubblewrap.c), its --args file's
+# included.
+_BWRAP_MAX_ARGS = 9000
 
 
 class HardeningUnavailable(IsolateError):
@@ -172,9 +184,40 @@ class Sandbox:
         return rules
 
     def bwrap_argv(self) -> list[str]:
-        """``bwrap`` and its options, to put before the task's argv."""
+        """``bwrap`` and its options, to put before the task's argv (a spare's, whose
+        environment is isolate's own: see :meth:`bwrap_exec` for a task's)."""
         assert self.bwrap is not None
-        argv = [str(self.bwrap), "--unshare-all", "--die-with-parent"]
+        return [str(self.bwrap), *self.bwrap_options(), "--"]
+
+    def bwrap_exec(
+        self, argv: Sequence[str], env: Mapping[str, str]
+    ) -> tuple[list[str], dict[str, str], int]:
+        """What to exec to run ``argv`` with ``env`` under bubblewrap: bwrap's argv, its own
+        environment (:data:`HELPER_ENVIRONMENT`) and the fd of the memfd (inheritable, to
+        keep open) that holds its options, ``--clearenv`` and a ``--setenv`` per variable of
+        ``env``, read by ``--args`` (bwrap closes it before the task starts). Neither the
+        values nor their size are bwrap's argv, which other users can read in ``/proc``."""
+        assert self.bwrap is not None
+        options = [*self.bwrap_options(), "--clearenv"]
+        for name, value in env.items():
+            if "\0" in name or "\0" in value or "=" in name or not name:
+                raise IsolateError(
+                    f"env.{_printable(name)}: a variable's name or value cannot hold a NUL "
+                    "(nor its name an '=')"
+                )
+            options += ["--setenv", name, value]
+        if len(options) + len(argv) + 4 > _BWRAP_MAX_ARGS:
+            raise IsolateError(
+                f"{len(env)} environment variables: too many for bubblewrap, which takes at "
+                f"most {_BWRAP_MAX_ARGS} arguments (3 per variable)"
+            )
+        fd = _args_memfd(options)
+        return [str(self.bwrap), "--args", str(fd), "--", *argv], dict(HELPER_ENVIRONMENT), fd
+
+    def bwrap_options(self) -> list[str]:
+        """bwrap's options: namespaces, and the filesystem the task sees."""
+        assert self.bwrap is not None
+        argv = ["--unshare-all", "--die-with-parent"]
         if self.network:
             argv.append("--share-net")
         for path in SYSTEM_PATHS:
@@ -191,7 +234,32 @@ class Sandbox:
         binds += [(p, "--bind") for p in self.writable]
         for path, option in sorted(binds, key=lambda item: len(item[0].parts)):
             argv += [option, str(path), str(path)]
-        return [*argv, "--"]
+        return argv
+
+
+def _args_memfd(args: list[str]) -> int:
+    """An inheritable memfd above stdio holding ``args``, each ended by a NUL, read from its
+    start (bwrap's ``--args`` format)."""
+    data = b"".join(os.fsencode(arg) + b"\0" for arg in args)
+    fd = os.memfd_create("isolate-bwrap-args", os.MFD_CLOEXEC)
+    try:
+        if fd <= 2:
+            moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(fd)
+            fd = moved
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.set_inheritable(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _printable(name: str) -> str:
+    return name if name.isidentifier() else repr(name)[:60]
 
 
 def sandbox_for(
@@ -302,7 +370,27 @@ def confine(sandbox: Sandbox, layers: list[int]) -> list[str]:
     """In the task process, after the privilege drop: apply the Landlock layers (and the
     filesystem layer without bubblewrap); returns the argv prefix to exec through
     (bubblewrap's, or nothing). Raises on any failure: a task never starts less confined
-    than planned."""
+    than planned. For a spare, whose environment is isolate's own until its hand-over; a
+    task process uses :func:`confine_exec`."""
+    _restrict(sandbox, layers)
+    return sandbox.bwrap_argv() if sandbox.bwrap is not None else []
+
+
+def confine_exec(
+    sandbox: Sandbox, layers: list[int], argv: Sequence[str], env: Mapping[str, str]
+) -> tuple[list[str], dict[str, str], set[int]]:
+    """:func:`confine`, and what to exec to run ``argv`` with ``env`` in ``sandbox``: the
+    argv, the environment of the program exec'd and the fds it must inherit. Under
+    bubblewrap that program is bwrap, with an environment of isolate's and ``env`` handed
+    on through a memfd (:meth:`Sandbox.bwrap_exec`); otherwise ``argv`` itself."""
+    _restrict(sandbox, layers)
+    if sandbox.bwrap is None:
+        return list(argv), dict(env), set()
+    exec_argv, helper_env, fd = sandbox.bwrap_exec(argv, env)
+    return exec_argv, helper_env, {fd}
+
+
+def _restrict(sandbox: Sandbox, layers: list[int]) -> None:
     rulesets = list(layers)
     built = -1
     try:
@@ -314,7 +402,6 @@ def confine(sandbox: Sandbox, layers: list[int]) -> list[str]:
     finally:
         if built >= 0:
             os.close(built)
-    return sandbox.bwrap_argv() if sandbox.bwrap is not None else []
 
 
 def exit_signal(sandbox: Sandbox, exit_code: int) -> int | None:

@@ -1,5 +1,7 @@
 """What a task's own environment, templates and /dev can do before and around its sandbox.
 
+- bwrap runs with isolate's environment, never the task's: the task's is handed to it in a
+  memfd (``--args``) and set inside with ``--clearenv``/``--setenv``;
 - variables the dynamic loader or the C library read (``LD_PRELOAD``, ...) are refused at
   push and dropped, saying so, from versions stored before.
 
@@ -13,8 +15,10 @@ does): each denial seen is the sandbox's own.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,18 +28,20 @@ import pytest
 from isolate.bundles import make_bundle
 from isolate.config import Settings
 from isolate.dagfile import load_folder
-from isolate.errors import ValidationError
+from isolate.errors import IsolateError, ValidationError
 from isolate.format import load_document
 from isolate.pushwire import decode_snapshot
 from isolate.validate import LOADER_ENV_NAMES, check_push, is_loader_variable
 from localexec.attempt import Attempt
 from localexec.sandbox import (
+    HELPER_ENVIRONMENT,
     Hardening,
     HostSandbox,
+    Sandbox,
     layers_for,
     resolve,
 )
-from localexec.supervisor import run
+from localexec.supervisor import run, start, wait
 from tests.conftest import write_folder
 from tests.docs import doc_with, dumps, python_task
 from tests.localexec_support import (  # noqa: F401 - fixtures
@@ -130,6 +136,87 @@ def run_ok(attempt: Attempt) -> Any:
     outcome = run(attempt, layers=layers_for(attempt.sandbox))
     assert outcome.ok, (outcome.message, attempt.log_path.read_text())
     return outcome.xcom
+
+
+# --- 1. bwrap runs with isolate's environment ------------------------------------------------
+
+
+@needs_bwrap
+def test_bwrap_itself_runs_with_isolates_environment_and_the_task_gets_its_own(
+    make_attempt: MakeAttempt,
+) -> None:
+    secret = "tenant-secret-value"
+    big = "y" * 50_000
+    attempt = confined(
+        make_attempt(
+            TASKS,
+            callable="tasks:held_until_released",
+            env={"CANARY": secret, "BIG": big, "TRICKY": "--bind / /\nx"},
+            execution_timeout=60,
+        ),
+        landlock="off",
+        bubblewrap="required",
+    )
+    running = start(attempt, layers=layers_for(attempt.sandbox))
+    try:
+        ready = attempt.work_dir / "ready"
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ready.exists(), attempt.log_path.read_text()
+        # The outer bwrap process: what its loader saw, and what others read in /proc.
+        environ = Path(f"/proc/{running.pid}/environ").read_bytes()
+        cmdline = Path(f"/proc/{running.pid}/cmdline").read_bytes()
+        assert Path(f"/proc/{running.pid}/exe").resolve() == HOST.bwrap
+    finally:
+        (attempt.work_dir / "go").touch()
+        outcome = wait(running)
+    assert (
+        dict(item.split("=", 1) for item in environ.decode().split("\0") if item)
+        == HELPER_ENVIRONMENT
+    )
+    assert secret.encode() not in cmdline and b"--args" in cmdline
+    assert outcome.ok, (outcome.message, attempt.log_path.read_text())
+    seen = outcome.xcom
+    assert seen["env"]["CANARY"] == secret and seen["env"]["BIG"] == big
+    assert seen["env"]["TRICKY"] == "--bind / /\nx"  # a value, not options
+    assert seen["env"]["PATH"].startswith(str(attempt.python.parent))
+    # bwrap read its memfd and closed it: the task holds stdio, the context, the result pipe.
+    assert not [link for link in seen["fds"].values() if "isolate-bwrap-args" in link]
+    assert len(seen["fds"]) <= 6, seen["fds"]
+
+
+def test_bwraps_arguments_go_through_a_memfd_it_inherits() -> None:
+    sandbox = Sandbox(bwrap=Path("/usr/bin/bwrap"), network=False, writable=(Path("/w"),))
+    argv, env, fd = sandbox.bwrap_exec(["python", "-I", "boot.py"], {"A": "1", "EMPTY": ""})
+    try:
+        assert argv == ["/usr/bin/bwrap", "--args", str(fd), "--", "python", "-I", "boot.py"]
+        assert env == HELPER_ENVIRONMENT
+        assert fd > 2 and os.get_inheritable(fd)
+        data = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    args = data.split(b"\0")
+    assert args[-1] == b""  # every argument ends with a NUL
+    assert args[:2] == [b"--unshare-all", b"--die-with-parent"]
+    tail = [b"--clearenv", b"--setenv", b"A", b"1", b"--setenv", b"EMPTY", b"", b""]
+    assert args[-len(tail) :] == tail
+    assert b"--bind" in args and b"/w" in args
+
+
+@pytest.mark.parametrize(
+    "env", [{"X": "a\0--bind\0/\0/"}, {"X\0--bind": "v"}, {"A=B": "v"}, {"": "v"}]
+)
+def test_a_variable_that_would_smuggle_bwrap_options_is_refused(env: dict[str, str]) -> None:
+    sandbox = Sandbox(bwrap=Path("/usr/bin/bwrap"), network=False)
+    with pytest.raises(IsolateError, match="cannot hold a NUL"):
+        sandbox.bwrap_exec(["true"], env)
+
+
+def test_more_variables_than_bwrap_takes_is_a_clear_error() -> None:
+    sandbox = Sandbox(bwrap=Path("/usr/bin/bwrap"), network=False)
+    with pytest.raises(IsolateError, match="too many for bubblewrap"):
+        sandbox.bwrap_exec(["true"], {f"V{i}": "x" for i in range(3000)})
 
 
 # --- 2. loader variables ---------------------------------------------------------------------
