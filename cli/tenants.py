@@ -13,7 +13,7 @@ from cli.output import print_json, print_table, printable
 from isolate.config import load_config
 from isolate.errors import NotFoundError, UsageError
 from isolate.push import current_user
-from isolate.tenancy import load_tenants, tenants_path, user_groups, validate_file
+from isolate.tenancy import Tenant, load_tenants, tenants_path, user_groups, validate_file
 from localexec.sandbox import describe_wanted, wanted_hardening
 
 
@@ -26,7 +26,10 @@ def tenants() -> None:
 @home_option
 @json_option
 def list_(home: str | None, as_json: bool) -> None:
-    """List every tenant: its DAG patterns, pushers, run-as user, limits and hardening.
+    """List every tenant: its DAG patterns, pushers, run-as user, share, limits and hardening.
+
+    SHARE is the tenant's weight against other tenants' for the node's slots, and its cap on
+    tasks running at once (max=-: only the node's parallelism).
 
     \b
     Example:
@@ -37,13 +40,14 @@ def list_(home: str | None, as_json: bool) -> None:
         print_json([t.to_json() for t in mapping.tenants])
         return
     print_table(
-        ["TENANT", "DAGS", "PUSHERS", "RUN_AS", "LIMITS", "HARDENING"],
+        ["TENANT", "DAGS", "PUSHERS", "RUN_AS", "SHARE", "LIMITS", "HARDENING"],
         [
             [
                 t.name,
                 ",".join(t.dags),
                 ",".join(t.pushers),
                 t.run_as,
+                _share(t),
                 t.limits.describe(),
                 t.hardening.describe(),
             ]
@@ -84,6 +88,8 @@ def check(dag_id: str, user: str | None, home: str | None, as_json: bool) -> Non
                 "dag_id": dag_id,
                 "tenant": tenant.name,
                 "run_as": tenant.run_as,
+                "weight": tenant.weight,
+                "max_active_tasks": tenant.max_active_tasks,
                 "limits": own["limits"],
                 "hardening": own["hardening"],  # the tenant's table: null means the node's
                 "effective_hardening": asdict(hardening),
@@ -96,6 +102,7 @@ def check(dag_id: str, user: str | None, home: str | None, as_json: bool) -> Non
         ("dag", dag_id),
         ("tenant", tenant.name),
         ("run_as", tenant.run_as),
+        ("share", _share(tenant)),
         ("limits", tenant.limits.describe()),
         ("hardening", describe_wanted(hardening)),
         ("may push", f"{'yes' if allowed else 'no'} ({who})"),
@@ -135,6 +142,12 @@ def validate(file: Path | None, no_permissions: bool, home: str | None) -> None:
     for problem in problems:
         click.echo(printable(problem))
     raise click.exceptions.Exit(5)
+
+
+def _share(tenant: Tenant) -> str:
+    """``weight=3 max=8``: the tenant's weight and its cap on running tasks (``-``: none)."""
+    cap = "-" if tenant.max_active_tasks is None else str(tenant.max_active_tasks)
+    return f"weight={tenant.weight} max={cap}"
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -6,11 +6,17 @@ throwaway nodes such as the tour and the tests). Once a mapping exists, every at
 its OS user from it at launch (an admin's change applies from the next attempt), a DAG no
 tenant owns does not run, and a mapping that became invalid stops every task from starting
 (fail closed) until it is fixed.
+
+The mapping is checked against the node's users and groups too (no shared run-as user, no
+primary group shared between tenants' users), so it is also checked again when the local
+user database changes: an admin's ``usermod -g users svc-b`` after the mapping was loaded
+stops the affected tasks like an edit of the mapping would.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from isolate.config import Config
 from isolate.errors import IsolateError
@@ -25,6 +31,25 @@ from isolate.tenancy import (
     tenants_path,
 )
 
+# The local user database: a change to either file is a change to what the mapping means.
+USER_DATABASE_FILES = (Path("/etc/passwd"), Path("/etc/group"))
+
+Stamp = tuple[int, int, int, int]
+
+
+def _stamp(info: os.stat_result) -> Stamp:
+    return (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
+
+
+def _users_stamp() -> tuple[Stamp | None, ...]:
+    stamps: list[Stamp | None] = []
+    for path in USER_DATABASE_FILES:
+        try:
+            stamps.append(_stamp(os.stat(path)))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
+
 
 class UnownedDagError(IsolateError):
     """No tenant of the mapping owns the DAG: its tasks do not run."""
@@ -35,7 +60,7 @@ class TenantWatch:
         """``store`` receives the audit records of reloads (None: not audited, e.g. a test run)."""
         self.config = config
         self.store = store
-        self._stamp: tuple[int, int, int, int] | None = None
+        self._stamp: tuple[Stamp, tuple[Stamp | None, ...]] | None = None
         self._mapping: TenantMap | None = None
         self._error: str | None = None
 
@@ -49,7 +74,7 @@ class TenantWatch:
                 self._record("tenants.removed", "ok", {})
             self._stamp, self._mapping, self._error = None, None, None
             return None
-        stamp = (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
+        stamp = (_stamp(info), _users_stamp())
         if stamp != self._stamp:
             self._stamp = stamp
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,27 +16,48 @@ def _quiet(*argv: str) -> None:
     subprocess.run(argv, check=False, capture_output=True)
 
 
+def _run(*argv: str) -> None:
+    # Another test session may hold /etc/passwd's lock for a moment (exit 10): try again.
+    for _ in range(20):
+        done = subprocess.run(argv, check=False, capture_output=True, text=True)
+        if done.returncode != 10:
+            break
+        time.sleep(0.2)
+    if done.returncode != 0:
+        raise subprocess.CalledProcessError(done.returncode, argv, done.stdout, done.stderr)
+
+
 @contextmanager
-def os_users(*names: str, groups: tuple[str, ...] = ()) -> Iterator[dict[str, pwd.struct_passwd]]:
+def os_users(
+    *names: str, groups: tuple[str, ...] = (), primary_group: str | None = None
+) -> Iterator[dict[str, pwd.struct_passwd]]:
     """Create login-less users (members of ``groups``, created too); remove them all after,
-    whatever happens, and remove leftovers of a crashed run before."""
+    whatever happens, and remove leftovers of a crashed run before. With ``primary_group``
+    (created too), that group is every one's primary group instead of a group of its own."""
+    made = [*groups, *([primary_group] if primary_group and primary_group not in groups else [])]
     for name in names:
         _quiet("userdel", name)
-    for group in groups:
+    for group in made:
         _quiet("groupdel", group)
-        subprocess.run(["groupadd", group], check=True)
+        _run("groupadd", group)
     membership = ["-G", ",".join(groups)] if groups else []
+    primary = ["-g", primary_group] if primary_group else []
     try:
         for name in names:
-            subprocess.run(
-                ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", *membership, name],
-                check=True,
+            _run(
+                "useradd",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                *membership,
+                *primary,
+                name,
             )
         yield {name: pwd.getpwnam(name) for name in names}
     finally:
         for name in names:
             _quiet("userdel", name)
-        for group in groups:
+        for group in made:
             _quiet("groupdel", group)
 
 

@@ -145,3 +145,27 @@ def test_a_tenant_requiring_what_the_host_lacks_fails(
         assert found["tenants"]["status"] == "ok"
         assert found["bubblewrap"]["status"] == "fail"
         assert "required by tenant t, but not available" in found["bubblewrap"]["detail"]
+
+
+def test_tenants_whose_users_share_a_primary_group_fail(
+    cli, home: Path, tmp_path, monkeypatch
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a valid mapping names real users, made by root")
+    from tests.osusers import os_users
+
+    with os_users("isodoc-sh-a", "isodoc-sh-b", primary_group="isodoc-shared") as made:
+        mapping = tmp_path / "tenants.toml"
+        mapping.write_text(
+            '[[tenant]]\nname = "a"\ndags = ["a.*"]\npushers = ["root"]\nrun_as = "isodoc-sh-a"\n'
+            '[[tenant]]\nname = "b"\ndags = ["b.*"]\npushers = ["root"]\nrun_as = "isodoc-sh-b"\n'
+        )
+        os.chmod(mapping, 0o600)
+        monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(mapping))
+        found = findings(cli, expect=1)["tenants"]
+        assert found["status"] == "fail"
+        gid = made["isodoc-sh-a"].pw_gid
+        assert found["detail"].startswith(
+            "tenant[b].run_as: 'isodoc-sh-b' and tenant a's user 'isodoc-sh-a' share the "
+            f"primary group 'isodoc-shared' (gid {gid}): "
+        )

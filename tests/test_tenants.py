@@ -27,6 +27,7 @@ from isolate.tenancy import (
     TenancyError,
     TenantHardening,
     TenantLimits,
+    UserDatabase,
     check_mapping,
     load_tenants,
     overlap_witness,
@@ -39,7 +40,9 @@ from isolate.tenancy import (
 )
 from isolate.tenancy.patterns import DAG_ID_ALPHABET
 from isolate.validate import is_valid_id
+from localexec.tenants import TenantWatch
 from tests.osusers import clear_isolate_env
+from tests.osusers import os_users as make_os_users
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create OS users")
 
@@ -103,6 +106,8 @@ name = "analytics"
 dags = ["analytics.*", "reports_[0-9]*"]
 pushers = ["{ALICE}", "@{ANALYSTS}"]
 run_as = "{ANALYTICS}"
+weight = 3
+max_active_tasks = 8
 limits = {{ memory = "2G", processes = 256, open_files = 1024, cpu_time = 3600 }}
 
 [[tenant]]
@@ -209,6 +214,8 @@ def test_a_valid_mapping_answers_owner_run_as_and_may_push(os_users: None) -> No
         memory=2 * 1024**3, processes=256, open_files=1024, cpu_time=3600
     )
     assert mapping.tenants[1].limits == TenantLimits()
+    assert (analytics.weight, analytics.max_active_tasks) == (3, 8)
+    assert (mapping.tenants[1].weight, mapping.tenants[1].max_active_tasks) == (1, None)
     assert analytics.hardening == TenantHardening()  # the node's settings
     assert mapping.tenants[1].hardening == TenantHardening(
         bubblewrap="required", landlock="off", network=True
@@ -268,6 +275,14 @@ def test_user_groups_include_the_primary_and_supplementary_groups(os_users: None
         (tenant(limits='{ cpu_time = "1h" }'), "limits.cpu_time: expected a positive integer"),
         (tenant(limits="{ swap = 1 }"), "tenant[solo].limits: unknown key 'swap'"),
         (tenant(limits="3"), "tenant[solo].limits: expected a table, got int"),
+        (tenant(weight="0"), "tenant[solo].weight: expected a positive integer (at most"),
+        (tenant(weight="-2"), "tenant[solo].weight: expected a positive integer"),
+        (tenant(weight="1.5"), "tenant[solo].weight: expected a positive integer"),
+        (tenant(weight="true"), "tenant[solo].weight: expected a positive integer"),
+        (tenant(weight='"3"'), "tenant[solo].weight: expected a positive integer"),
+        (tenant(weight=str(2**31)), "tenant[solo].weight: expected a positive integer"),
+        (tenant(max_active_tasks="0"), "tenant[solo].max_active_tasks: expected a positive"),
+        (tenant(max_active_tasks='"8"'), "tenant[solo].max_active_tasks: expected a positive"),
         (tenant(hardening='"on"'), "tenant[solo].hardening: expected a table, got a string"),
         (tenant(hardening="{ seccomp = 'auto' }"), "tenant[solo].hardening: unknown key 'seccomp'"),
         (
@@ -478,14 +493,24 @@ def test_cli_list(live: Path) -> None:
     code, out, _ = run("list")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["TENANT", "DAGS", "PUSHERS", "RUN_AS", "LIMITS", "HARDENING"]
+    assert lines[0].split() == [
+        "TENANT",
+        "DAGS",
+        "PUSHERS",
+        "RUN_AS",
+        "SHARE",
+        "LIMITS",
+        "HARDENING",
+    ]
     assert lines[1].startswith("analytics") and ANALYTICS in lines[1]
-    assert "memory=2.0 GiB processes=256" in lines[1]
+    assert f"{ANALYTICS}  weight=3 max=8  memory=2.0 GiB processes=256" in lines[1]
     assert lines[2].split() == [
         "finance",
         "finance.*,ledger",
         BOB,
         FINANCE,
+        "weight=1",
+        "max=-",
         "-",
         "landlock=off",
         "bubblewrap=required",
@@ -498,6 +523,8 @@ def test_cli_list(live: Path) -> None:
         "dags": ["finance.*", "ledger"],
         "pushers": [BOB],
         "run_as": FINANCE,
+        "weight": 1,
+        "max_active_tasks": None,
         "limits": {"memory": None, "processes": None, "open_files": None, "cpu_time": None},
         "hardening": {
             "cgroup": None,
@@ -507,12 +534,14 @@ def test_cli_list(live: Path) -> None:
         },
     }
     assert data[0]["limits"]["memory"] == 2 * 1024**3
+    assert (data[0]["weight"], data[0]["max_active_tasks"]) == (3, 8)
 
 
 def test_cli_check(live: Path) -> None:
     code, out, _ = run("check", "analytics.daily", "--user", ALICE)
     assert code == 0
     assert "tenant:    analytics" in out and f"run_as:    {ANALYTICS}" in out
+    assert "share:     weight=3 max=8" in out
     assert f"may push:  yes ({ALICE})" in out
     # The node's settings (defaults here) where the tenant's table says nothing.
     assert "hardening: cgroup=auto landlock=auto bubblewrap=auto (no network" in out
@@ -521,6 +550,8 @@ def test_cli_check(live: Path) -> None:
         "dag_id": "analytics.daily",
         "tenant": "analytics",
         "run_as": ANALYTICS,
+        "weight": 3,
+        "max_active_tasks": 8,
         "limits": {"cpu_time": 3600, "memory": 2 * 1024**3, "open_files": 1024, "processes": 256},
         "hardening": {"cgroup": None, "landlock": None, "bubblewrap": None, "network": None},
         "effective_hardening": {
@@ -579,3 +610,146 @@ def test_every_command_has_an_example_and_home() -> None:
     for name in ("list", "check", "validate"):
         result = CliRunner().invoke(isolate, ["tenants", name, "--help"])
         assert "Example:" in result.output and "--home" in result.output
+
+
+# --- weights, caps and groups shared between tenants ------------------------------------------
+
+
+class FakeUsers(UserDatabase):
+    """A user database of plain data: name -> (uid, primary gid, supplementary gids)."""
+
+    def __init__(self, users: dict[str, tuple[int, int, set[int]]], groups: dict[int, str]):
+        self.users = users
+        self.groups = groups
+
+    def uid_of(self, user: str) -> int | None:
+        return self.users[user][0] if user in self.users else None
+
+    def has_group(self, group: str) -> bool:
+        return group in self.groups.values()
+
+    def primary_gid_of(self, user: str) -> int | None:
+        return self.users[user][1] if user in self.users else None
+
+    def gids_of(self, user: str) -> frozenset[int]:
+        if user not in self.users:
+            return frozenset()
+        _, primary, others = self.users[user]
+        return frozenset({primary, *others})
+
+    def group_name_of(self, gid: int) -> str | None:
+        return self.groups.get(gid)
+
+
+def two_tenants(a_user: str, b_user: str, c_user: str | None = None) -> str:
+    text = tenant(name='"a"', dags='["a.*"]', pushers='["root"]', run_as=f'"{a_user}"')
+    text += tenant(name='"b"', dags='["b.*"]', pushers='["root"]', run_as=f'"{b_user}"')
+    if c_user:
+        text += tenant(name='"c"', dags='["c.*"]', pushers='["root"]', run_as=f'"{c_user}"')
+    return text
+
+
+FAKE_GROUPS = {100: "users", 2001: "svc-a", 2002: "svc-b", 2003: "svc-c", 3000: "docker"}
+
+
+def fake_problems(users: dict[str, tuple[int, int, set[int]]], text: str) -> list[str]:
+    db = FakeUsers({"root": (0, 0, set()), **users}, FAKE_GROUPS)
+    return check_mapping(text, db)[1]
+
+
+def test_tenants_whose_users_share_a_primary_group_are_refused_fake_users() -> None:
+    users = {
+        "svc-a": (2001, 100, set()),
+        "svc-b": (2002, 100, set()),
+        "svc-c": (2003, 100, set()),
+    }
+    tail = (
+        "a tenant's bundles and logs are opened to its user's primary group, so each tenant "
+        "could read the other's; give each run-as user a group of its own (usermod -g)"
+    )
+    assert fake_problems(users, two_tenants("svc-a", "svc-b", "svc-c")) == [
+        f"tenant[b].run_as: 'svc-b' and tenant a's user 'svc-a' share the primary group "
+        f"'users' (gid 100): {tail}",
+        f"tenant[c].run_as: 'svc-c' and tenant a's user 'svc-a' share the primary group "
+        f"'users' (gid 100): {tail}",
+    ]
+
+
+def test_a_member_of_another_tenants_primary_group_is_refused_fake_users() -> None:
+    users = {"svc-a": (2001, 2001, set()), "svc-b": (2002, 2002, {2001, 3000})}
+    assert fake_problems(users, two_tenants("svc-a", "svc-b")) == [
+        "tenant[b].run_as: 'svc-b' is a member of the group 'svc-a' (gid 2001), the primary group "
+        "of tenant a's user 'svc-a': its tasks could read tenant a's bundles and logs; remove "
+        "it from the group (gpasswd -d svc-b svc-a)"
+    ]
+
+
+def test_own_primary_groups_and_a_common_supplementary_one_are_fine_fake_users() -> None:
+    users = {"svc-a": (2001, 2001, {3000}), "svc-b": (2002, 2002, {3000, 100})}
+    assert fake_problems(users, two_tenants("svc-a", "svc-b")) == []
+    # One user for two tenants is one problem, reported as such, not also as a group.
+    (problem,) = fake_problems(users, two_tenants("svc-a", "svc-a"))
+    assert "'svc-a' is also tenant a's user" in problem
+
+
+SHARED_A, SHARED_B, SHARED_GROUP = f"{P}sh-a", f"{P}sh-b", f"{P}shared"
+OWN_C, OWN_D, COMMON = f"{P}own-c", f"{P}own-d", f"{P}common"
+
+
+def test_real_users_sharing_a_primary_group_are_refused_everywhere(
+    clean_env: Path, etc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reported by `tenants validate`, and refused when the scheduler loads the mapping."""
+    with make_os_users(SHARED_A, SHARED_B, primary_group=SHARED_GROUP) as made:
+        gid = made[SHARED_A].pw_gid
+        assert made[SHARED_B].pw_gid == gid
+        text = two_tenants(SHARED_A, SHARED_B)
+        expected = (
+            f"tenant[b].run_as: '{SHARED_B}' and tenant a's user '{SHARED_A}' share the primary "
+            f"group '{SHARED_GROUP}' (gid {gid}): a tenant's bundles and logs are opened to its "
+            "user's primary group, so each tenant could read the other's; give each run-as user "
+            "a group of its own (usermod -g)"
+        )
+        assert problems_of(text) == [expected]
+        path = write(etc / "tenants.toml", text, mode=0o600)
+        monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(path))
+        assert run("validate") == (5, expected + "\n", "")
+        with pytest.raises(TenancyError) as caught:
+            load_tenants(load_config())
+        assert caught.value.problems == [expected]
+        watch = TenantWatch(load_config(), store=None)
+        with pytest.raises(TenancyError, match="the tenant mapping is invalid, no task starts"):
+            watch.tenant_for("a.etl")
+
+
+def test_real_users_with_own_groups_and_a_common_one_are_fine(
+    clean_env: Path, etc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group both users are members of is no tenant's: only primary groups open files."""
+    with make_os_users(OWN_C, OWN_D, groups=(COMMON,)) as made:
+        assert made[OWN_C].pw_gid != made[OWN_D].pw_gid
+        text = two_tenants(OWN_C, OWN_D)
+        assert problems_of(text) == []
+        path = write(etc / "tenants.toml", text, mode=0o600)
+        monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(path))
+        assert run("validate") == (0, "ok\n", "")
+
+
+def test_a_group_change_after_loading_stops_the_launch(
+    clean_env: Path, etc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """usermod -g after the scheduler loaded the mapping: the next launch re-checks it."""
+    with make_os_users(OWN_C, OWN_D) as made:
+        path = write(etc / "tenants.toml", two_tenants(OWN_C, OWN_D), mode=0o600)
+        monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(path))
+        watch = TenantWatch(load_config(), store=None)
+        owner = watch.tenant_for("b.etl")
+        assert owner is not None and owner.run_as == OWN_D
+        _run("usermod", "-g", str(made[OWN_C].pw_gid), OWN_D)
+        try:
+            shared = f"'{OWN_D}' and tenant a's user '{OWN_C}' share the primary group"
+            with pytest.raises(TenancyError, match=shared):
+                watch.tenant_for("b.etl")
+        finally:
+            _run("usermod", "-g", str(made[OWN_D].pw_gid), OWN_D)
+        assert watch.tenant_for("b.etl") == owner

@@ -54,6 +54,26 @@ class SystemUsers(UserDatabase):
             return False
         return True
 
+    def primary_gid_of(self, user: str) -> int | None:
+        try:
+            return pwd.getpwnam(user).pw_gid
+        except KeyError:
+            return None
+
+    def gids_of(self, user: str) -> frozenset[int]:
+        # The groups the privilege drop gives the user's tasks (localexec/privdrop.py).
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            return frozenset()
+        return frozenset(os.getgrouplist(user, entry.pw_gid))
+
+    def group_name_of(self, gid: int) -> str | None:
+        try:
+            return grp.getgrgid(gid).gr_name
+        except KeyError:
+            return None
+
 
 def user_groups(user: str) -> frozenset[str]:
     """Names of every group ``user`` belongs to, its primary group included."""

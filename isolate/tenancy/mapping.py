@@ -22,7 +22,18 @@ NOBODY_UID = 65534
 DEFAULT_MIN_UID = 1000
 # Tenant names appear in tables, logs and audit records: keep them to id characters.
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
-_TENANT_KEYS = ("name", "dags", "pushers", "run_as", "limits", "hardening")
+_TENANT_KEYS = (
+    "name",
+    "dags",
+    "pushers",
+    "run_as",
+    "weight",
+    "max_active_tasks",
+    "limits",
+    "hardening",
+)
+DEFAULT_WEIGHT = 1
+_MAX_COUNT = 2**31 - 1  # weight and max_active_tasks: far beyond any real node
 _LIMIT_KEYS = ("memory", "processes", "open_files", "cpu_time")
 _HARDENING_MODES = ("cgroup", "landlock", "bubblewrap")
 _HARDENING_KEYS = (*_HARDENING_MODES, "network")
@@ -58,6 +69,18 @@ class UserDatabase(ABC):
     @abstractmethod
     def has_group(self, group: str) -> bool:
         """Whether a group of that name exists."""
+
+    @abstractmethod
+    def primary_gid_of(self, user: str) -> int | None:
+        """The gid of ``user``'s primary group, or None if there is no such user."""
+
+    @abstractmethod
+    def gids_of(self, user: str) -> frozenset[int]:
+        """Every group a process of ``user`` gets (``getgrouplist``), its primary included."""
+
+    @abstractmethod
+    def group_name_of(self, gid: int) -> str | None:
+        """The name of group ``gid``, or None if it has none."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +130,10 @@ class Tenant:
     run_as: str
     limits: TenantLimits = field(default_factory=TenantLimits)
     hardening: TenantHardening = field(default_factory=TenantHardening)
+    # Its share of the node's slots (localexec/fairshare.py): the weight against other
+    # tenants', and a cap on its tasks running at once (None: the node's parallelism only).
+    weight: int = DEFAULT_WEIGHT
+    max_active_tasks: int | None = None
 
     def owns(self, dag_id: str) -> bool:
         return any(fnmatchcase(dag_id, pattern) for pattern in self.dags)
@@ -125,6 +152,8 @@ class Tenant:
             "dags": list(self.dags),
             "pushers": list(self.pushers),
             "run_as": self.run_as,
+            "weight": self.weight,
+            "max_active_tasks": self.max_active_tasks,  # null: the node's parallelism
             # Every key, null where unset (the node's default), as elsewhere in --json output.
             "limits": {k: getattr(self.limits, k) for k in _LIMIT_KEYS},
             "hardening": {k: getattr(self.hardening, k) for k in _HARDENING_KEYS},
@@ -186,6 +215,7 @@ def check_mapping(
     tenants = [t for t in parsed if t is not None]
     problems += _duplicate_names(tenants)
     problems += _shared_run_as(tenants)
+    problems += _shared_groups(tenants, users)
     problems += _overlaps(tenants)
     return tuple(tenants), problems
 
@@ -224,6 +254,8 @@ def _tenant(
         elif users.uid_of(pusher) is None:
             problems.append(f"{where}.pushers[{k}]: unknown user {pusher!r}")
     run_as = _run_as(raw.get("run_as"), where, users, min_uid, problems)
+    weight = _positive(raw, "weight", where, problems)
+    max_active_tasks = _positive(raw, "max_active_tasks", where, problems)
     limits = _limits(raw.get("limits"), where, problems)
     hardening = _hardening(raw.get("hardening"), where, problems)
     return Tenant(
@@ -233,7 +265,22 @@ def _tenant(
         run_as=run_as,
         limits=limits,
         hardening=hardening,
+        weight=DEFAULT_WEIGHT if weight is None else weight,
+        max_active_tasks=max_active_tasks,
     )
+
+
+def _positive(raw: dict[str, Any], key: str, where: str, problems: list[str]) -> int | None:
+    """An optional positive integer (None when absent or invalid: the problem is recorded)."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_COUNT:
+        problems.append(
+            f"{where}.{key}: expected a positive integer (at most {_MAX_COUNT}), got {value!r}"
+        )
+        return None
+    return value
 
 
 def _strings(raw: dict[str, Any], key: str, where: str, problems: list[str]) -> tuple[str, ...]:
@@ -350,6 +397,59 @@ def _shared_run_as(tenants: list[Tenant]) -> list[str]:
             )
         first.setdefault(tenant.run_as, tenant.name)
     return problems
+
+
+def _shared_groups(tenants: list[Tenant], users: UserDatabase) -> list[str]:
+    """Two tenants whose tasks share the group another tenant's files are opened to.
+
+    A tenant's bundles (``bundles/tenants/<name>``, 0750) and logs (0640) belong to root and
+    its run-as user's primary group, and a task gets every group of its user. So two run-as
+    users with one primary group (useradd's common ``users`` group, say) could read each
+    other's code and logs, and so could a user that is a member of another tenant's user's
+    primary group. Tenants sharing one user are reported by :func:`_shared_run_as`.
+    """
+    primary: dict[str, int] = {}
+    for tenant in tenants:
+        if tenant.run_as and tenant.run_as not in primary:
+            gid = users.primary_gid_of(tenant.run_as)
+            if gid is not None:  # an unknown user is reported by _run_as
+                primary[tenant.run_as] = gid
+    owner: dict[int, Tenant] = {}  # gid -> the first tenant whose user has it as primary
+    problems = []
+    for tenant in tenants:
+        gid = primary.get(tenant.run_as)
+        if gid is None:
+            continue
+        first = owner.setdefault(gid, tenant)
+        if first.run_as != tenant.run_as:
+            problems.append(
+                f"tenant[{tenant.name}].run_as: {tenant.run_as!r} and tenant {first.name}'s "
+                f"user {first.run_as!r} share the primary group {_group(users, gid)}: a "
+                "tenant's bundles and logs are opened to its user's primary group, so each "
+                "tenant could read the other's; give each run-as user a group of its own "
+                "(usermod -g)"
+            )
+    for tenant in tenants:
+        gid = primary.get(tenant.run_as)
+        if gid is None:
+            continue
+        for other_gid in sorted(users.gids_of(tenant.run_as) - {gid}):
+            other = owner.get(other_gid)
+            if other is None or other.run_as == tenant.run_as:
+                continue
+            name = users.group_name_of(other_gid) or str(other_gid)
+            problems.append(
+                f"tenant[{tenant.name}].run_as: {tenant.run_as!r} is a member of the group "
+                f"{_group(users, other_gid)}, the primary group of tenant {other.name}'s user "
+                f"{other.run_as!r}: its tasks could read tenant {other.name}'s bundles and "
+                f"logs; remove it from the group (gpasswd -d {tenant.run_as} {name})"
+            )
+    return problems
+
+
+def _group(users: UserDatabase, gid: int) -> str:
+    name = users.group_name_of(gid)
+    return f"{name!r} (gid {gid})" if name else f"gid {gid}"
 
 
 def _duplicate_names(tenants: list[Tenant]) -> list[str]:
