@@ -14,16 +14,19 @@ Order, and why:
    survive exec) and an empty signal mask;
 4. :func:`localexec.privdrop.drop_privileges` (before anything of the DAG is touched);
 5. umask 077 and chdir into the attempt's work dir;
-6. render the templated fields (author input, rendered only without privileges);
-7. the context into an anonymous memory file (memfd) for the bootstrap: the child fills it
+6. the CPU and memory limits rendering must stay within
+   (:func:`localexec.limits.apply_render_limits`);
+7. render the templated fields (author input, rendered only without privileges and under
+   those limits);
+8. the context into an anonymous memory file (memfd) for the bootstrap: the child fills it
    without ever blocking on a reader, however large the context;
-8. an environment built from scratch (nothing of the supervisor's: no database URL), less
+9. an environment built from scratch (nothing of the supervisor's: no database URL), less
    what the dynamic loader and the C library read (``LD_PRELOAD``, ...: refused at push, and
    dropped here from versions pushed before, saying so in the log);
-9. the sandbox (:func:`localexec.sandbox.confine_exec`): Landlock now, bubblewrap by the
-   exec, with an environment of isolate's own (the task's is handed to it in a memfd);
-10. close every fd but stdio, the result pipe, the context fd and bubblewrap's memfd;
-11. resource limits, last (see :mod:`localexec.limits`); exec.
+10. the sandbox (:func:`localexec.sandbox.confine_exec`): Landlock now, bubblewrap by the
+    exec, with an environment of isolate's own (the task's is handed to it in a memfd);
+11. close every fd but stdio, the result pipe, the context fd and bubblewrap's memfd;
+12. resource limits, last (see :mod:`localexec.limits`); exec.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from isolate.validate import is_loader_variable
 from localexec.attempt import Attempt
 from localexec.bootstrap import CTX_FD_VAR, XCOM_FD_VAR
 from localexec.cgroups import AttemptCgroup
-from localexec.limits import apply_limits
+from localexec.limits import apply_limits, apply_render_limits
 from localexec.logs import process_line, write_all
 from localexec.privdrop import drop_privileges
 from localexec.sandbox import confine_exec
@@ -129,6 +132,7 @@ def _setup_and_exec(
     if dropped:
         write_all(2, dropped_line(dropped))
 
+    apply_render_limits(attempt.limits)
     renderer = renderer_for(attempt.context, attempt.xcoms)
     own = {name: value for name, value in attempt.env.items() if name not in dropped}
     env = task_environment(attempt, renderer.render_env(own), user=user)

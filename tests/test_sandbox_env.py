@@ -3,7 +3,8 @@
 - bwrap runs with isolate's environment, never the task's: the task's is handed to it in a
   memfd (``--args``) and set inside with ``--clearenv``/``--setenv``;
 - variables the dynamic loader or the C library read (``LD_PRELOAD``, ...) are refused at
-  push and dropped, saying so, from versions stored before.
+  push and dropped, saying so, from versions stored before;
+- templates are rendered under the attempt's CPU and memory limits, with or without a cgroup.
 
 The process tests run their tasks as root where the suite runs as root (as test_sandbox.py
 does): each denial seen is the sandbox's own.
@@ -16,7 +17,9 @@ does): each denial seen is the sandbox's own.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import replace
@@ -30,6 +33,7 @@ from isolate.config import Settings
 from isolate.dagfile import load_folder
 from isolate.errors import IsolateError, ValidationError
 from isolate.format import load_document
+from isolate.model import Limits
 from isolate.pushwire import decode_snapshot
 from isolate.validate import LOADER_ENV_NAMES, check_push, is_loader_variable
 from localexec.attempt import Attempt
@@ -328,3 +332,70 @@ def test_a_preloaded_library_of_a_stored_version_never_runs(
     assert run_ok(attempt) == "done"
     assert not out.exists(), out.read_text()  # not bwrap, not the task's python
     assert "LD_PRELOAD" in attempt.log_path.read_text()
+
+
+# --- 3. templates under the attempt's limits ------------------------------------------------
+
+
+def test_a_template_allocating_past_the_memory_limit_fails_quickly(
+    make_attempt: MakeAttempt,
+) -> None:
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    attempt = make_attempt(
+        TASKS,
+        callable="tasks:echo",
+        kwargs={"value": "{{ ('x' * 600000000) | length }}"},
+        limits=Limits(memory=256 << 20),
+        execution_timeout=60,
+    )
+    began = time.monotonic()
+    outcome = run(attempt)  # no cgroup: only the rlimits stand in the way
+    assert time.monotonic() - began < 15
+    assert not outcome.ok
+    assert outcome.start_error is not None
+    assert outcome.start_error.startswith("kwargs.value: template error: MemoryError")
+    assert "could not start the task: kwargs.value" in attempt.log_path.read_text()
+    # The supervisor is unaffected: its own limits, and the next attempt.
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+    small = make_attempt(
+        TASKS,
+        callable="tasks:echo",
+        kwargs={"value": "{{ ('x' * 1000) | length }}"},
+        limits=Limits(memory=256 << 20),
+    )
+    assert run_ok(small) == "1000"
+
+
+def test_a_template_computing_past_the_cpu_limit_is_stopped(make_attempt: MakeAttempt) -> None:
+    loop = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    attempt = make_attempt(
+        TASKS,
+        callable="tasks:echo",
+        kwargs={"value": loop},
+        limits=Limits(cpu_time=1),
+        execution_timeout=30,
+    )
+    outcome = run(attempt)
+    assert not outcome.timed_out, outcome.message
+    assert outcome.signal == signal.SIGXCPU
+    assert outcome.message == "killed by SIGXCPU (CPU time limit reached)"
+    assert outcome.duration < 15
+
+
+def test_a_task_still_gets_its_whole_memory_after_rendering(make_attempt: MakeAttempt) -> None:
+    """The render budget is lowered to the task's own limit at exec, not left above it."""
+    probe = {
+        "limits.py": """
+            import resource
+
+            def address_space(x):
+                return list(resource.getrlimit(resource.RLIMIT_AS))
+        """
+    }
+    attempt = make_attempt(
+        probe,
+        callable="limits:address_space",
+        kwargs={"x": "{{ ds }}"},
+        limits=Limits(memory=512 << 20, cpu_time=30),
+    )
+    assert run_ok(attempt) == [512 << 20, 512 << 20]
