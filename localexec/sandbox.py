@@ -25,8 +25,9 @@ What each does for an attempt (the scheduler resolves a :class:`Sandbox` per att
   sandbox, before it exists.
 - **Landlock**: without bubblewrap, the same filesystem allow-list enforced by the kernel on
   every open (read and execute beneath the system paths, env, runtime and bundles; read and
-  write beneath the work dirs and ``/dev/shm``; ``/dev`` and ``/proc`` as devices and
-  procfs need). With or without it: no TCP connect to the database's port (when the
+  write beneath the work dirs; the devices of ``/dev`` but not its shared memory
+  filesystems, ``/dev/shm`` included; ``/proc`` as procfs needs). With or without it: no
+  TCP connect to the database's port (when the
   database is on TCP), and (ABI 6) no signal to, and no abstract unix socket of, a process
   outside the attempt's domain. (Landlock alone cannot take one file out of ``/etc``: there
   the mapping is protected by its mode, 0600, which ``isolate doctor`` checks.) Landlock
@@ -64,6 +65,11 @@ SYSTEM_PATHS = tuple(
 )
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 _DEV_RIGHTS = landlock.READ | landlock.WRITE_FILE | landlock.TRUNCATE | landlock.IOCTL_DEV
+# Under /dev, the filesystems every process of the host shares, where a task could leave
+# files for another or fill memory that outlives it: POSIX shared memory and semaphores,
+# message queues, huge pages. A Landlock-only task gets none of them (bubblewrap gives each
+# task its own /dev and /dev/shm).
+_SHARED_UNDER_DEV = frozenset({"shm", "mqueue", "hugepages"})
 # The whole environment bwrap itself runs with: nothing of the task's reaches the loader of
 # a program running on the host (the task's own is set inside, with --clearenv/--setenv).
 HELPER_ENVIRONMENT = {"PATH": "/usr/bin:/bin"}
@@ -178,8 +184,7 @@ class Sandbox:
         """The Landlock filesystem allow-list (used without bubblewrap)."""
         rules = [(path, landlock.READ) for path in (*SYSTEM_PATHS, *self.read_only)]
         rules += [(Path("/proc"), landlock.READ), (Path("/sys"), landlock.READ)]
-        shm = Path("/dev/shm")  # noqa: S108 - POSIX shared memory and semaphores need it
-        rules += [(Path("/dev"), _DEV_RIGHTS), (shm, landlock.ALL)]
+        rules += [(path, _DEV_RIGHTS) for path in device_paths()]
         rules += [(path, landlock.ALL) for path in self.writable]
         return rules
 
@@ -235,6 +240,22 @@ class Sandbox:
         for path, option in sorted(binds, key=lambda item: len(item[0].parts)):
             argv += [option, str(path), str(path)]
         return argv
+
+
+def device_paths() -> list[Path]:
+    """What a Landlock-only task may use beneath ``/dev``: each of its entries (devices
+    and directories such as ``pts``), not the shared memory filesystems, not the symlinks
+    (into ``/proc``, allowed on their own), not ``/dev`` itself (no listing)."""
+    dev = Path("/dev")
+    try:
+        entries = sorted(os.scandir(dev), key=lambda entry: entry.name)
+    except OSError:
+        return []
+    return [
+        dev / entry.name
+        for entry in entries
+        if entry.name not in _SHARED_UNDER_DEV and not entry.is_symlink()
+    ]
 
 
 def _args_memfd(args: list[str]) -> int:

@@ -4,7 +4,9 @@
   memfd (``--args``) and set inside with ``--clearenv``/``--setenv``;
 - variables the dynamic loader or the C library read (``LD_PRELOAD``, ...) are refused at
   push and dropped, saying so, from versions stored before;
-- templates are rendered under the attempt's CPU and memory limits, with or without a cgroup.
+- templates are rendered under the attempt's CPU and memory limits, with or without a cgroup;
+- a Landlock-only task gets no host ``/dev/shm``; a bubblewrapped one has its own; abstract
+  unix sockets of the host are out of reach where a sandbox says so.
 
 The process tests run their tasks as root where the suite runs as root (as test_sandbox.py
 does): each denial seen is the sandbox's own.
@@ -20,8 +22,10 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,7 @@ from localexec.sandbox import (
     Hardening,
     HostSandbox,
     Sandbox,
+    device_paths,
     layers_for,
     resolve,
 )
@@ -399,3 +404,119 @@ def test_a_task_still_gets_its_whole_memory_after_rendering(make_attempt: MakeAt
         limits=Limits(memory=512 << 20, cpu_time=30),
     )
     assert run_ok(attempt) == [512 << 20, 512 << 20]
+
+
+# --- 4. /dev/shm and abstract unix sockets ---------------------------------------------------
+
+
+@pytest.fixture
+def host_shm_file() -> Iterator[Path]:
+    """A world-readable file in the host's /dev/shm, as another tenant might leave one."""
+    path = Path("/dev/shm") / f"isolate-test-shm-{os.getpid()}"
+    path.write_text("left by someone else")
+    os.chmod(path, 0o644)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        for leftover in Path("/dev/shm").glob("isolate-test-mine-*"):
+            leftover.unlink()
+
+
+def test_landlock_rules_leave_out_the_shared_memory_filesystems() -> None:
+    rules = dict(Sandbox(landlock=6, writable=(Path("/w"),)).filesystem_rules())
+    assert Path("/dev/shm") not in rules and Path("/dev") not in rules
+    assert Path("/dev/null") in rules and Path("/dev/urandom") in rules
+    assert not [path for path in device_paths() if path.name in ("shm", "mqueue", "hugepages")]
+    assert Path("/dev/fd") not in device_paths()  # a symlink into /proc
+
+
+@needs_landlock
+def test_a_landlock_only_task_has_no_host_dev_shm(
+    make_attempt: MakeAttempt, host_shm_file: Path
+) -> None:
+    name = f"isolate-test-mine-{os.getpid()}"
+    free = confined(
+        make_attempt(TASKS, callable="tasks:shm", args=[str(host_shm_file), name]),
+        landlock="off",
+        bubblewrap="off",
+    )
+    assert run_ok(free)["host_file"] == "left by someone else"  # what is not closed without
+    (Path("/dev/shm") / name).unlink()
+    attempt = confined(
+        make_attempt(TASKS, callable="tasks:shm", args=[str(host_shm_file), name]),
+        landlock="required",
+        bubblewrap="off",
+    )
+    assert run_ok(attempt) == {
+        "host_file": "denied",
+        "write": "denied",
+        "null": "allowed",
+        "urandom": 4,
+    }
+    assert not (Path("/dev/shm") / name).exists()
+
+
+@needs_bwrap
+def test_a_bubblewrapped_task_has_its_own_dev_shm(
+    make_attempt: MakeAttempt, host_shm_file: Path
+) -> None:
+    name = f"isolate-test-mine-{os.getpid()}"
+    attempt = confined(
+        make_attempt(TASKS, callable="tasks:shm", args=[str(host_shm_file), name]),
+        landlock="off",
+        bubblewrap="required",
+    )
+    assert run_ok(attempt) == {
+        "host_file": "ENOENT",
+        "write": "allowed",
+        "null": "allowed",
+        "urandom": 4,
+    }
+    assert not (Path("/dev/shm") / name).exists()  # it wrote into its own, gone with it
+
+
+@pytest.fixture
+def abstract_listener() -> Iterator[str]:
+    """A host process's abstract unix socket (no file, no permissions: anyone may connect)."""
+    name = f"isolate-test-abstract-{os.getpid()}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("\0" + name)
+    server.listen(8)
+    try:
+        yield name
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("want", "expected"),
+    [
+        pytest.param({"landlock": "off", "bubblewrap": "off"}, "allowed", id="users-only"),
+        pytest.param(
+            {"landlock": "required", "bubblewrap": "off"},
+            "denied",
+            marks=pytest.mark.skipif(HOST.landlock_abi < 6, reason="Landlock scopes need ABI 6"),
+            id="landlock",
+        ),
+        pytest.param(
+            {"landlock": "off", "bubblewrap": "required"},
+            "ECONNREFUSED",  # its own network namespace: its own abstract names
+            marks=needs_bwrap,
+            id="bubblewrap",
+        ),
+        pytest.param(
+            {"landlock": "off", "bubblewrap": "required", "network": True},
+            "allowed",  # the host's network namespace: the host's abstract names
+            marks=needs_bwrap,
+            id="bubblewrap-network",
+        ),
+    ],
+)
+def test_abstract_unix_sockets_of_the_host(
+    make_attempt: MakeAttempt, abstract_listener: str, want: dict[str, Any], expected: str
+) -> None:
+    attempt = confined(
+        make_attempt(TASKS, callable="tasks:abstract", args=[abstract_listener]), **want
+    )
+    assert run_ok(attempt) == expected
