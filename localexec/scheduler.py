@@ -57,7 +57,7 @@ from localexec.sandbox import HardeningUnavailable, HostSandbox, Sandbox, sandbo
 from localexec.spares import SparePool
 from localexec.tenants import TenantWatch, UnownedDagError, capped
 from localexec.timetable import catchup_floor, due_intervals
-from localexec.workspace import Workspace
+from localexec.workspace import BundlePreparationError, Workspace
 
 TaskKey = tuple[str, str, str]  # dag_id, run_id, task_id
 # A callback's attempt: its task's key and its label ("2.on_failure"). The executor runs
@@ -146,6 +146,8 @@ class Scheduler:
         self._specs: dict[tuple[str, int], DagSpec] = {}
         self._floors: dict[tuple[str, int], tuple[float, datetime | None]] = {}
         self.user = current_user()
+        # Bytecode is compiled for the interpreter every env is built on.
+        self.env_python = Path(config.settings.env_python)
         self.push_health = push_health
         self._heartbeat = Heartbeat(health_path(config))
         self._started_at = time.time()
@@ -266,7 +268,7 @@ class Scheduler:
                 unfinished += 1
                 runnable += found
         self.launch_callbacks()
-        for ready in self.fair_share(runnable):
+        for ready in self.fair_share(self._with_bundles(runnable)):
             try:
                 self.launch(ready)
             except StoreError:
@@ -277,6 +279,30 @@ class Scheduler:
         self.executor.replenish()
         busy = self.executor.busy or bool(self._unrecorded) or bool(self._callbacks)
         return unfinished > 0 or ended or busy
+
+    def _with_bundles(self, runnable: list[_Ready]) -> list[_Ready]:
+        """The ready tasks whose code bundle is prepared; the others' bundles are prepared in
+        the background (extracted, and compiled as an unprivileged user: never in the loop)
+        and they start at a later pass. A bundle that cannot be prepared counts as ready:
+        the launch meets the error and fails the try with it."""
+        ready_bundles: dict[tuple[str, str], bool] = {}
+
+        def prepared(ready: _Ready) -> bool:
+            key = (ready.run.dag_id, ready.spec.bundle_hash)
+            if key not in ready_bundles:
+                try:
+                    tenant = self.tenants.tenant_for(ready.run.dag_id)
+                    found = self.workspace.request_bundle(
+                        self.store, ready.spec.bundle_hash, tenant, python=self.env_python
+                    )
+                    ready_bundles[key] = found is not None
+                except StoreError:
+                    raise
+                except Exception:  # the launch reports it (prepare() meets it again)
+                    ready_bundles[key] = True
+            return ready_bundles[key]
+
+        return [ready for ready in runnable if prepared(ready)]
 
     def fair_share(self, runnable: list[_Ready]) -> list[_Ready]:
         """The ready tasks to start in the free slots, in order (:mod:`localexec.fairshare`):
@@ -541,7 +567,11 @@ class Scheduler:
         tenant = self.tenants.tenant_for(run.dag_id)  # read at every launch: changes apply now
         env = self.envs.ensure(spec)  # built now if it is missing; a modified env fails the try
         held.enter_context(self.envs.cache.use(env.key))
-        bundle = self.workspace.bundle_dir(self.store, spec.bundle_hash, tenant)
+        bundle = self.workspace.request_bundle(
+            self.store, spec.bundle_hash, tenant, python=env.env.python
+        )
+        if bundle is None:  # a callback's, or one removed since: not a fault of the tenant's
+            raise BundlePreparationError("its code bundle is still being prepared")
         label = str(try_number) if callback is None else callback.label
         work, log = self.workspace.attempt_paths(run.dag_id, run.run_id, task.task_id, label)
         where = Placement(
@@ -782,8 +812,7 @@ class Scheduler:
 
 
 def _share(tenant: Tenant) -> fairshare.Share:
-    weight, cap = getattr(tenant, "weight", 1), getattr(tenant, "max_active_tasks", None)
-    return fairshare.Share(weight=weight, max_active_tasks=cap)
+    return fairshare.Share(weight=tenant.weight, max_active_tasks=tenant.max_active_tasks)
 
 
 def _callback_ended(item: Finished[AttemptKey]) -> None:

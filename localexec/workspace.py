@@ -12,11 +12,9 @@ read-only, renamed into place) by background worker threads: the scheduler's loo
 
 from __future__ import annotations
 
-import compileall
 import logging
 import os
 import pwd
-import py_compile
 import secrets
 import threading
 import time
@@ -232,26 +230,6 @@ class Workspace:
                 ) from None
         return parent, parent / _segment(bundle_hash.removeprefix("sha256:"))
 
-    def bundle_dir(self, store: Store, bundle_hash: str, tenant: Tenant | None = None) -> Path:
-        """Legacy: :meth:`request_bundle`'s result, prepared in the caller, which it blocks
-        for as long as compiling takes, with this interpreter's bytecode compiled in this
-        process (as root, under the scheduler). Kept until the scheduler's loop calls
-        :meth:`request_bundle`; remove it then.
-        """
-        parent = self.bundles if tenant is None else self._tenant_dir(tenant)
-        final = parent / bundle_hash.removeprefix("sha256:")
-        if final.is_dir():
-            return final
-        staging = parent / f".{final.name}.{secrets.token_hex(4)}"
-        try:
-            extract_bundle(store.get_blob(bundle_hash), staging, expected_hash=bundle_hash)
-            compile_bundle(staging, final)
-            _move_into_place(staging, final)
-        finally:
-            if staging.exists():
-                tree.remove_tree(staging)  # another scheduler thread or process won the race
-        return final
-
     def _tenant_dir(self, tenant: Tenant) -> Path:
         root = self.bundles / "tenants"
         root.mkdir(mode=0o755, exist_ok=True)
@@ -370,23 +348,3 @@ def _traversable(root: Path, parts: tuple[str, ...]) -> None:
         except FileExistsError:
             continue
         os.chmod(path, 0o711)  # noqa: S103 - traverse, not list
-
-
-def compile_bundle(directory: Path, final: Path) -> None:
-    """Legacy (:meth:`Workspace.bundle_dir`, in this process): write the unchecked-hash
-    bytecode of every module of the bundle at ``directory``, as if it were at ``final``, for
-    this interpreter's cache tag.
-
-    Tasks cannot write into the read-only bundle, so without this every task would compile
-    its DAG's modules from source on each start. Compiling runs none of the author's code;
-    a module that does not compile is left alone (its task reports the SyntaxError). An env
-    of another Python version just ignores these files.
-    """
-    compileall.compile_dir(
-        directory,
-        ddir=os.fspath(final),
-        quiet=2,
-        workers=1,
-        force=True,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )

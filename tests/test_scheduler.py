@@ -529,7 +529,7 @@ CATCHUP = """
         "backfill", schedule="@daily", start_date=datetime(2024, 1, 1), catchup=True,
         max_active_runs=2,
     ):
-        CommandTask("a", command=["true"]) >> CommandTask("b", command=["true"])
+        CommandTask("a", command="sleep 1") >> CommandTask("b", command=["true"])
 """
 
 
@@ -546,7 +546,13 @@ def test_catchup_creates_runs_as_they_finish_and_a_pause_starts_nothing_new(
         open_store(config) as store,
         Scheduler(config, store, parallelism=4, poll_interval=0.05, clock=clock) as scheduler,
     ):
-        scheduler.tick()
+        def a_runs() -> bool:
+            return {
+                store.tasks.get("backfill", run.run_id, "a").state
+                for run in store.runs.list(dag_id="backfill")
+            } == {TaskState.RUNNING}
+
+        scheduler.run(stop=a_runs)
         runs = store.runs.list(dag_id="backfill")
         assert len(runs) == 2  # not ten at once
         cli("dags", "pause", "backfill")
