@@ -3,16 +3,18 @@
 Each check gives ``ok``, ``warn`` (works, but weaker than it could be) or ``fail`` (unsafe or
 broken), with one line of detail. Checks only read: the home's permissions, the database
 and its journal files, the env cache, the tenant mapping, the env interpreter's
-accessibility, and the hardening of task processes (a cgroup per attempt, Landlock,
+accessibility, the hardening of task processes (a cgroup per attempt, Landlock,
 bubblewrap: localexec/sandbox.py): what the host offers, probed as the scheduler probes it,
-against the mode the node's settings and the tenants' ``hardening`` tables ask for. A
-mechanism that is ``required`` but missing fails: those tasks would not start.
+against the mode the node's settings and the tenants' ``hardening`` tables ask for (a
+mechanism that is ``required`` but missing fails: those tasks would not start), and the
+scheduler's heartbeat (:mod:`isolate.health`): running, stuck, dead or stopped.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from envcache.errors import EnvCacheError
 from envcache.interpreter import Interpreter
 from isolate.config import Config
 from isolate.errors import ConfigError
+from isolate.health import assess, read_health
 from isolate.hostcaps import bubblewrap, describe_landlock, landlock_abi, probe
 from isolate.tenancy import load_tenants, tenants_path, validate_file
 
@@ -38,7 +41,14 @@ def diagnose(config: Config) -> list[Finding]:
     findings.append(_mapping(config))
     findings.append(_interpreter(config))
     findings += _hardening(config)
+    findings.append(_scheduler(config))
     return findings
+
+
+def _scheduler(config: Config) -> Finding:
+    """The running scheduler's heartbeat: alive, stuck, dead, or never started."""
+    status, detail = assess(read_health(config), now=time.time())
+    return Finding("scheduler", status, detail)
 
 
 def _mode(path: Path) -> os.stat_result | None:

@@ -4,7 +4,7 @@ The running scheduler rewrites it (atomically) every few seconds from its loop a
 more when it stops (:mod:`localexec.health`). It says whether the loop is alive (the time of
 its last pass), whether the database answers, what runs, the faults the loop contained (the
 last one with its DAG, run and task), and how its push server is doing. ``isolate doctor``
-reads it: a heartbeat older than :data:`STALE_AFTER` while a scheduler holds the home's lock
+reads it: a heartbeat older than :data:`STALE_AFTER` from a scheduler whose process is alive
 is a loop that is stuck, not one that is idle (an idle loop still beats).
 
 The file holds no secret (the database URL is shown without its password): it is 0644, so
@@ -37,23 +37,27 @@ def read_health(config: Config) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def assess(health: Mapping[str, Any] | None, *, running: bool, now: float) -> tuple[str, str]:
-    """(status, one line) for ``isolate doctor``: ``running`` says whether a scheduler holds
-    the home's lock now."""
-    if not running:
-        if health is None:
-            return "warn", "no scheduler is running on this home (`isolate scheduler`)"
-        return "warn", "no scheduler is running on this home; the last one stopped or died"
-    if health is None or health.get("stopped_at") is not None:
-        return "warn", "a scheduler holds the lock but has written no heartbeat yet"
-    age = now - float(health.get("heartbeat_at", 0))
+def pid_alive(pid: object) -> bool:
+    """Whether process ``pid`` exists (it may belong to another user)."""
+    return isinstance(pid, int) and pid > 0 and Path(f"/proc/{pid}").exists()
+
+
+def assess(health: Mapping[str, Any] | None, *, now: float) -> tuple[str, str]:
+    """(status, one line) for ``isolate doctor``, from the file the scheduler last wrote."""
+    if health is None:
+        return "warn", "no scheduler has run on this home (`isolate scheduler`)"
     pid = health.get("pid")
+    if health.get("stopped_at") is not None:
+        return "warn", f"no scheduler is running: the last one (pid {pid}) stopped"
+    if not pid_alive(pid):
+        return "fail", f"the scheduler (pid {pid}) died without stopping: restart it"
+    age = now - float(health.get("heartbeat_at", 0))
     if age > STALE_AFTER:
         return "fail", f"the scheduler (pid {pid}) last completed a pass {age:.0f}s ago: stuck"
     parts = [f"pid {pid}, last pass {age:.0f}s ago"]
     problems = []
     if health.get("database") != "ok":
-        problems.append(f"database: {health.get('database')}")
+        problems.append(f"database {health.get('database')}")
     push = health.get("push_server")
     if isinstance(push, dict):
         if not push.get("alive"):

@@ -113,7 +113,7 @@ def test_an_error_planning_one_run_is_logged_and_the_others_run(
     assert health["last_fault"] == "planning a run (victim " + runs["victim"] + "): KeyError"
 
 
-def test_the_heartbeat_says_whether_the_loop_is_alive(home: Path, node) -> None:
+def test_the_heartbeat_says_whether_the_loop_is_alive(cli, home: Path, node) -> None:
     runs = node("other")
     config = load_config(home)
     with open_store(config) as store, _scheduler(home, store) as scheduler:
@@ -122,17 +122,23 @@ def test_the_heartbeat_says_whether_the_loop_is_alive(home: Path, node) -> None:
         assert health is not None and health["passes"] >= 1 and "stopped_at" not in health
         assert health_path(config).stat().st_mode & 0o777 == 0o644
         now = health["heartbeat_at"]
-        status, detail = assess(health, running=True, now=now + 1)
+        status, detail = assess(health, now=now + 1)
         assert status == "ok" and f"pid {os.getpid()}" in detail
-        status, detail = assess(health, running=True, now=now + STALE_AFTER + 1)
+        status, detail = assess(health, now=now + STALE_AFTER + 1)
         assert status == "fail" and "stuck" in detail
         down = {**health, "database": "unreachable: cannot connect"}
-        assert assess(down, running=True, now=now)[0] == "fail"
+        assert assess(down, now=now)[0] == "fail"
         dead_push = {**health, "push_server": {"alive": False}}
-        assert "push server is not accepting" in assess(dead_push, running=True, now=now)[1]
-    assert read_health(config)["stopped_at"] is not None
-    assert assess(read_health(config), running=False, now=now)[0] == "warn"
-    assert assess(None, running=False, now=now)[1].startswith("no scheduler is running")
+        assert "push server is not accepting" in assess(dead_push, now=now)[1]
+        # A scheduler killed without stopping: its pid is gone.
+        assert assess({**health, "pid": 2**22 + 7}, now=now)[0] == "fail"
+        doctor = json.loads(cli("doctor", "--json", expect=None).stdout)
+        (finding,) = [f for f in doctor if f["check"] == "scheduler"]
+        assert finding["status"] == "ok", finding
+    stopped = read_health(config)
+    assert stopped is not None and stopped["stopped_at"] is not None
+    assert "stopped" in assess(stopped, now=now)[1]
+    assert assess(None, now=now)[1].startswith("no scheduler has run")
 
 
 def test_an_error_preparing_one_attempt_fails_that_attempt_only(
