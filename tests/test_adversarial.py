@@ -30,9 +30,9 @@ from isolate.home import open_store
 from localexec.sandbox import HostSandbox
 from localexec.scheduler import Scheduler
 from tests.conftest import PYTHON, write_folder
-from tests.osusers import clear_isolate_env, os_users
+from tests.osusers import clear_isolate_env, os_users, unique
 
-A, B = "isoadv-a", "isoadv-b"
+A, B = unique("isoadv-a"), unique("isoadv-b")
 SUID = Path("/usr/local/bin/isoadv-suid-id")
 HOST = HostSandbox.detect(cgroups=False, cgroups_finding="")
 # How each attack ends, by the confinement tasks get: "denied" is EACCES/EPERM, an errno

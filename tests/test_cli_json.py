@@ -17,12 +17,12 @@ from click.testing import CliRunner
 
 from cli.main import ENV_EXIT_CODE, isolate
 from tests.conftest import ETL_DAG
-from tests.osusers import os_users
+from tests.osusers import os_users, unique
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
 PACKAGES = ("isolate", "envcache", "localexec", "cli")
-RUN_AS = "isojson-etl"
+RUN_AS = unique("isojson-etl")
 
 
 def _leaves(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:

@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 
 from isolate import doctor, hostcaps
+from tests.osusers import unique
+
+RUN_AS = unique("isodoc-run")
+SH_A, SH_B, SHARED = unique("isodoc-sh-a"), unique("isodoc-sh-b"), unique("isodoc-shared")
 
 
 def findings(cli, expect: int = 0) -> dict[str, dict]:
@@ -112,10 +116,10 @@ def test_a_mapping_every_user_can_read_is_a_warning(cli, home: Path, tmp_path, m
         pytest.skip("a valid mapping names real users, made by root")
     from tests.osusers import os_users
 
-    with os_users("isodoc-run") as _users:
+    with os_users(RUN_AS) as _users:
         mapping = tmp_path / "tenants.toml"
         mapping.write_text(
-            '[[tenant]]\nname = "t"\ndags = ["t.*"]\npushers = ["root"]\nrun_as = "isodoc-run"\n'
+            f'[[tenant]]\nname = "t"\ndags = ["t.*"]\npushers = ["root"]\nrun_as = "{RUN_AS}"\n'
         )
         monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(mapping))
         os.chmod(mapping, 0o644)
@@ -133,11 +137,11 @@ def test_a_tenant_requiring_what_the_host_lacks_fails(
     from tests.osusers import os_users
 
     without_bwrap(monkeypatch)
-    with os_users("isodoc-run") as _users:
+    with os_users(RUN_AS) as _users:
         mapping = tmp_path / "tenants.toml"
         mapping.write_text(
             '[[tenant]]\nname = "t"\ndags = ["t.*"]\npushers = ["root"]\n'
-            'run_as = "isodoc-run"\nhardening = { bubblewrap = "required" }\n'
+            f'run_as = "{RUN_AS}"\nhardening = {{ bubblewrap = "required" }}\n'
         )
         os.chmod(mapping, 0o600)
         monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(mapping))
@@ -154,18 +158,18 @@ def test_tenants_whose_users_share_a_primary_group_fail(
         pytest.skip("a valid mapping names real users, made by root")
     from tests.osusers import os_users
 
-    with os_users("isodoc-sh-a", "isodoc-sh-b", primary_group="isodoc-shared") as made:
+    with os_users(SH_A, SH_B, primary_group=SHARED) as made:
         mapping = tmp_path / "tenants.toml"
         mapping.write_text(
-            '[[tenant]]\nname = "a"\ndags = ["a.*"]\npushers = ["root"]\nrun_as = "isodoc-sh-a"\n'
-            '[[tenant]]\nname = "b"\ndags = ["b.*"]\npushers = ["root"]\nrun_as = "isodoc-sh-b"\n'
+            f'[[tenant]]\nname = "a"\ndags = ["a.*"]\npushers = ["root"]\nrun_as = "{SH_A}"\n'
+            f'[[tenant]]\nname = "b"\ndags = ["b.*"]\npushers = ["root"]\nrun_as = "{SH_B}"\n'
         )
         os.chmod(mapping, 0o600)
         monkeypatch.setenv("ISOLATE_TENANTS_FILE", str(mapping))
         found = findings(cli, expect=1)["tenants"]
         assert found["status"] == "fail"
-        gid = made["isodoc-sh-a"].pw_gid
+        gid = made[SH_A].pw_gid
         assert found["detail"].startswith(
-            "tenant[b].run_as: 'isodoc-sh-b' and tenant a's user 'isodoc-sh-a' share the "
-            f"primary group 'isodoc-shared' (gid {gid}): "
+            f"tenant[b].run_as: '{SH_B}' and tenant a's user '{SH_A}' share the "
+            f"primary group '{SHARED}' (gid {gid}): "
         )

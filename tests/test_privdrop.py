@@ -28,10 +28,10 @@ from localexec.spares import SpareKind, spawn, start_warm
 from localexec.supervisor import reader_gid, run, wait
 from tests.conftest import PYTHON
 from tests.localexec_support import LOGICAL_DATE
-from tests.osusers import os_users
+from tests.osusers import os_users, unique
 
-USER = "isodrop-task"
-EXTRA_GROUP = "isodrop-extra"
+USER = unique("isodrop-task")
+EXTRA_GROUP = unique("isodrop-extra")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 

@@ -22,10 +22,10 @@ from isolate.home import init_home, open_store, upgrade_database
 from isolate.pushclient import push_via_server, socket_path
 from localexec.pushserver import PushServer
 from tests.conftest import PYTHON, write_folder
-from tests.osusers import clear_isolate_env, os_users
+from tests.osusers import clear_isolate_env, os_users, unique
 
-AUTHOR, OUTSIDER, RUNNER = "isops-author", "isops-outsider", "isops-runner"
-ROBOT = "isops-robot"
+AUTHOR, OUTSIDER, RUNNER = unique("isops-author"), unique("isops-outsider"), unique("isops-runner")
+ROBOT = unique("isops-robot")
 USERS = (AUTHOR, OUTSIDER, RUNNER, ROBOT)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create users")

@@ -56,7 +56,7 @@ from tests.localexec_support import (  # noqa: F401 - fixtures
     make_attempt,
     runtime,
 )
-from tests.osusers import clear_isolate_env, os_users
+from tests.osusers import clear_isolate_env, os_users, unique
 
 HOST = HostSandbox.detect(cgroups=False, cgroups_finding="not used here")
 needs_landlock = pytest.mark.skipif(
@@ -541,7 +541,7 @@ def test_warm_started_tasks_are_confined_like_cold_ones(
 
 # --- per tenant ------------------------------------------------------------------------------
 
-OPEN, CLOSED = "isosb-open", "isosb-closed"
+OPEN, CLOSED = unique("isosb-open"), unique("isosb-closed")
 MAPPING = f"""
 [[tenant]]
 name = "open"

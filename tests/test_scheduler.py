@@ -546,6 +546,7 @@ def test_catchup_creates_runs_as_they_finish_and_a_pause_starts_nothing_new(
         open_store(config) as store,
         Scheduler(config, store, parallelism=4, poll_interval=0.05, clock=clock) as scheduler,
     ):
+
         def a_runs() -> bool:
             return {
                 store.tasks.get("backfill", run.run_id, "a").state

@@ -20,9 +20,9 @@ from isolate.config import load_config
 from isolate.home import open_store
 from localexec.scheduler import Scheduler
 from tests.conftest import PYTHON, write_folder
-from tests.osusers import clear_isolate_env, os_users
+from tests.osusers import clear_isolate_env, os_users, unique
 
-FIRST, SECOND = "isotr-first", "isotr-second"
+FIRST, SECOND = unique("isotr-first"), unique("isotr-second")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 

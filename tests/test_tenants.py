@@ -41,7 +41,7 @@ from isolate.tenancy import (
 from isolate.tenancy.patterns import DAG_ID_ALPHABET
 from isolate.validate import is_valid_id
 from localexec.tenants import TenantWatch
-from tests.osusers import clear_isolate_env
+from tests.osusers import clear_isolate_env, unique
 from tests.osusers import os_users as make_os_users
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create OS users")
@@ -49,13 +49,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create 
 # A prefix of our own: other test files create users too, and leftovers are found by name.
 P = "isotn-"
 ANALYTICS, FINANCE, ALICE, BOB, SYSTEM = (
-    f"{P}analytics",
-    f"{P}finance",
-    f"{P}alice",
-    f"{P}bob",
-    f"{P}sys",
+    unique(f"{P}analytics"),
+    unique(f"{P}finance"),
+    unique(f"{P}alice"),
+    unique(f"{P}bob"),
+    unique(f"{P}sys"),
 )
-ANALYSTS = f"{P}analysts"
+ANALYSTS = unique(f"{P}analysts")
 USERS = (ANALYTICS, FINANCE, ALICE, BOB, SYSTEM)
 
 
@@ -692,8 +692,8 @@ def test_own_primary_groups_and_a_common_supplementary_one_are_fine_fake_users()
     assert "'svc-a' is also tenant a's user" in problem
 
 
-SHARED_A, SHARED_B, SHARED_GROUP = f"{P}sh-a", f"{P}sh-b", f"{P}shared"
-OWN_C, OWN_D, COMMON = f"{P}own-c", f"{P}own-d", f"{P}common"
+SHARED_A, SHARED_B, SHARED_GROUP = unique(f"{P}sh-a"), unique(f"{P}sh-b"), unique(f"{P}shared")
+OWN_C, OWN_D, COMMON = unique(f"{P}own-c"), unique(f"{P}own-d"), unique(f"{P}common")
 
 
 def test_real_users_sharing_a_primary_group_are_refused_everywhere(

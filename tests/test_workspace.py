@@ -35,9 +35,9 @@ from localexec.compiling import (
 )
 from localexec.workspace import BundlePreparationError, Workspace, _FairQueue
 from tests.conftest import PYTHON
-from tests.osusers import os_users
+from tests.osusers import os_users, unique
 
-USER = "isows-tenant"
+USER = unique("isows-tenant")
 TAG = "cpython-311"
 CAP = 32 * 1024 * 1024
 SLOW = "x = f'" + "{a}" * 100_000 + "'\n"  # quadratic in the 3.11 compiler: seconds
