@@ -219,13 +219,23 @@ class Scheduler:
         self._faults += 1
         self._last_fault = f"{what} ({' '.join(key)}): {type(exc).__name__}"
         log.error(
-            "contained a fault while %s (%s): %s: %s",
+            "contained a fault while %s (%s%s): %s: %s",
             what,
             " ".join(key),
+            self._whose(key[0]),
             type(exc).__name__,
             exc,
             exc_info=exc,
         )
+
+    def _whose(self, dag_id: str) -> str:
+        """ "; tenant <name>" for a log line about ``dag_id``, if a tenant owns it."""
+        try:
+            mapping = self.tenants.current()
+            owner = mapping.owner(dag_id) if mapping is not None else None
+        except Exception:  # an invalid mapping: the line is about something else
+            return ""
+        return f"; tenant {owner.name}" if owner is not None else ""
 
     def tick(self) -> bool:
         """One pass; returns whether anything is still active (runs or attempts)."""
@@ -717,7 +727,16 @@ class Scheduler:
 
     def _log_refusal(self, run: RunRecord, task: TaskSpec, label: int | str, message: str) -> None:
         """A try (or callback) that never started still gets a log saying why (its only
-        record for authors)."""
+        record for authors); the admin's log says so too."""
+        log.warning(
+            "%s %s %s try %s not started%s: %s",
+            run.dag_id,
+            run.run_id,
+            task.task_id,
+            label,
+            self._whose(run.dag_id),
+            message,
+        )
         try:
             _work, path = self.workspace.attempt_paths(
                 run.dag_id, run.run_id, task.task_id, str(label)
@@ -760,9 +779,7 @@ class Scheduler:
             self.executor.submit(key, attempt, lambda _running: None)
         except (IsolateError, EnvCacheError, OSError) as exc:
             held.close()
-            message = f"could not start: {exc}"
-            log.warning("callback %s not started: %s", " ".join(key), message)
-            self._log_refusal(run, task, callback.label, message)
+            self._log_refusal(run, task, callback.label, f"could not start: {exc}")
             return
         except BaseException:
             held.close()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -145,3 +146,15 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     drop_schema(request.param)
     yield request.param
     drop_schema(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_logger_restored() -> Iterator[None]:
+    """``isolate scheduler`` run in-process configures the ``isolate`` logger for a daemon
+    (a handler on the stderr of that moment, no propagation): undo it after each test, so
+    later tests' ``caplog`` sees records and nothing writes to a closed capture stream."""
+    logger = logging.getLogger("isolate")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import psutil
@@ -601,3 +602,32 @@ def test_a_push_says_how_many_catchup_runs_it_makes_and_the_admin_caps_them(
         days = sorted(r.logical_date.day for r in store.runs.list(dag_id="days"))
     assert years == [6, 7, 8, 9, 10]  # the newest 5 of four years' intervals
     assert days == [8, 9, 10]
+
+
+ONE_AT_A_TIME = """
+    from isolate import DAG, CommandTask
+
+    with DAG("narrow", max_active_tasks=1):
+        for name in ("a", "b", "c"):
+            CommandTask(name, command="sleep 0.5")
+
+    with DAG("wide"):
+        for name in ("a", "b"):
+            CommandTask(name, command="sleep 0.5")
+"""
+
+
+def test_a_dags_max_active_tasks_holds_while_other_dags_use_the_slots(
+    cli, home: Path, make_folder
+) -> None:
+    cli("push", str(make_folder({"dag.py": ONE_AT_A_TIME})))
+    narrow = json.loads(cli("trigger", "narrow", "--json").stdout)["run_id"]
+    wide = json.loads(cli("trigger", "wide", "--json").stdout)["run_id"]
+    run_scheduler(home)
+    config = load_config(home)
+    with open_store(config) as store:
+        spans = sorted((ti.started_at, ti.ended_at) for ti in store.tasks.list("narrow", narrow))
+        both = [(ti.started_at, ti.ended_at) for ti in store.tasks.list("wide", wide)]
+    assert len(spans) == 3 and all(end <= start for (_, end), (start, _) in pairwise(spans))
+    # The other DAG's two tasks ran side by side meanwhile (4 slots).
+    assert max(s for s, _ in both) < min(e for _, e in both)
