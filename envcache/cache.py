@@ -190,6 +190,10 @@ class EnvCache:
                 tree.remove_tree(stale)  # left by a killed build of this key: we hold its lock
             return self._build(key, lock, interpreter)
 
+    def has(self, key: str) -> bool:
+        """Whether an env with ``key`` is in place (not checked: :meth:`get` loads it)."""
+        return self._env_path(key).is_dir()
+
     def get(self, key: str) -> Env | None:
         """The env with ``key``, or None; raises CorruptEnvError if its manifest is unreadable."""
         path = self._env_path(key)

@@ -17,6 +17,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -76,6 +77,8 @@ class _Ready:
     ti: TaskInstanceRecord
 
 
+# Seconds a failed background env build stands for its tries before it is tried again.
+ENV_RETRY_AFTER = 60.0
 # Seconds a catchup DAG's first allowed interval is kept before it is found again.
 FLOOR_TTL = 3600.0
 # Pauses between passes while the database is unreachable.
@@ -145,6 +148,9 @@ class Scheduler:
         self._recovered = False
         self._specs: dict[tuple[str, int], DagSpec] = {}
         self._floors: dict[tuple[str, int], tuple[float, datetime | None]] = {}
+        self._builder = ThreadPoolExecutor(1, thread_name_prefix="env-build")
+        self._env_builds: dict[str, Future[Any]] = {}
+        self._env_failed: dict[str, tuple[float, BaseException]] = {}
         self.user = current_user()
         # Bytecode is compiled for the interpreter every env is built on.
         self.env_python = Path(config.settings.env_python)
@@ -213,15 +219,23 @@ class Scheduler:
     def _say(message: str) -> None:
         log.warning("%s", message)
 
-    def _contained(self, what: str, key: tuple[str, ...], exc: BaseException) -> None:
+    def _contained(
+        self,
+        what: str,
+        key: tuple[str, ...],
+        exc: BaseException,
+        *,
+        try_number: object = None,
+    ) -> None:
         """An unexpected error confined to one run or attempt: the admin gets it with its
         traceback, the loop goes on (the fault barrier: one tenant's run never stops it)."""
         self._faults += 1
         self._last_fault = f"{what} ({' '.join(key)}): {type(exc).__name__}"
         log.error(
-            "contained a fault while %s (%s%s): %s: %s",
+            "contained a fault while %s (%s%s%s): %s: %s",
             what,
             " ".join(key),
+            "" if try_number is None else f" try {try_number}",
             self._whose(key[0]),
             type(exc).__name__,
             exc,
@@ -291,21 +305,18 @@ class Scheduler:
         return unfinished > 0 or ended or busy
 
     def _with_bundles(self, runnable: list[_Ready]) -> list[_Ready]:
-        """The ready tasks whose code bundle is prepared; the others' bundles are prepared in
-        the background (extracted, and compiled as an unprivileged user: never in the loop)
-        and they start at a later pass. A bundle that cannot be prepared counts as ready:
-        the launch meets the error and fails the try with it."""
-        ready_bundles: dict[tuple[str, str], bool] = {}
+        """The ready tasks whose env and code bundle are in place. A missing env (its
+        version's was collected, or never built at push) is built in the background, and a
+        bundle is extracted and compiled (as an unprivileged user) in the background too:
+        never in the loop; their tasks start at a later pass. One whose preparation failed
+        counts as ready: the launch meets the error and fails the try with it."""
+        ready_bundles: dict[tuple[str, int], bool] = {}
 
         def prepared(ready: _Ready) -> bool:
-            key = (ready.run.dag_id, ready.spec.bundle_hash)
+            key = (ready.run.dag_id, ready.run.version)
             if key not in ready_bundles:
                 try:
-                    tenant = self.tenants.tenant_for(ready.run.dag_id)
-                    found = self.workspace.request_bundle(
-                        self.store, ready.spec.bundle_hash, tenant, python=self.env_python
-                    )
-                    ready_bundles[key] = found is not None
+                    ready_bundles[key] = self._env_ready(ready.spec) and self._bundle_ready(ready)
                 except StoreError:
                     raise
                 except Exception:  # the launch reports it (prepare() meets it again)
@@ -313,6 +324,46 @@ class Scheduler:
             return ready_bundles[key]
 
         return [ready for ready in runnable if prepared(ready)]
+
+    def _bundle_ready(self, ready: _Ready) -> bool:
+        tenant = self.tenants.tenant_for(ready.run.dag_id)
+        found = self.workspace.request_bundle(
+            self.store, ready.spec.bundle_hash, tenant, python=self.env_python
+        )
+        return found is not None
+
+    def _env_ready(self, spec: DagSpec) -> bool:
+        """Whether the version's env is in place; if not, its build is started in the
+        background (one at a time: builds are disk and network work, not the loop's)."""
+        key = self.envs.key(spec)
+        if self.envs.cache.has(key):
+            return True
+        if self._env_failure(key) is not None:
+            return True  # the launch fails the try with the build's error
+        build = self._env_builds.get(key)
+        if build is None:
+            log.info("building env %s for DAG %s in the background", key, spec.dag_id)
+            self._env_builds[key] = self._builder.submit(self.envs.ensure, spec)
+            return False
+        if not build.done():
+            return False
+        del self._env_builds[key]
+        error = build.exception()
+        if error is not None:
+            log.warning("env %s for DAG %s could not be built: %s", key, spec.dag_id, error)
+            self._env_failed[key] = (time.monotonic(), error)
+        return True
+
+    def _env_failure(self, key: str) -> BaseException | None:
+        """The error of the env's last background build if it failed lately: its tries fail
+        with it rather than build again in the loop, until it is tried again."""
+        failed = self._env_failed.get(key)
+        if failed is None:
+            return None
+        if time.monotonic() - failed[0] > ENV_RETRY_AFTER:
+            del self._env_failed[key]
+            return None
+        return failed[1]
 
     def fair_share(self, runnable: list[_Ready]) -> list[_Ready]:
         """The ready tasks to start in the free slots, in order (:mod:`localexec.fairshare`):
@@ -372,6 +423,7 @@ class Scheduler:
         """Stop what the scheduler keeps between runs: its idle warm-start processes. The
         heartbeat says it stopped."""
         self.executor.close()
+        self._builder.shutdown(wait=True, cancel_futures=True)
         self._heartbeat.beat(lambda: {**self.health(), "stopped_at": time.time()}, force=True)
 
     def __enter__(self) -> Scheduler:
@@ -523,7 +575,7 @@ class Scheduler:
             return
         except Exception as exc:
             held.close()
-            self._contained("preparing an attempt", key, exc)
+            self._contained("preparing an attempt", key, exc, try_number=try_number)
             message = (
                 f"could not start: internal error ({type(exc).__name__}; see the scheduler's log)"
             )
@@ -538,11 +590,11 @@ class Scheduler:
             raise  # started: its start is recorded with its outcome (record())
         except Exception as exc:
             if key in self.executor.running_keys:
-                self._contained("recording an attempt's start", key, exc)
+                self._contained("recording an attempt's start", key, exc, try_number=try_number)
                 return  # it runs; record() settles it from its outcome
             self._started.pop(key).held.close()
             if not isinstance(exc, OSError):
-                self._contained("starting an attempt", key, exc)
+                self._contained("starting an attempt", key, exc, try_number=try_number)
             self.settle(run, task, try_number, ok=False, message=f"could not start: {exc}")
 
     def _mark_running(self, running: Running) -> None:
@@ -575,7 +627,11 @@ class Scheduler:
         lock (in ``held``) like a task, so ``isolate gc`` cannot remove the env under it."""
         spec = self.spec(run.dag_id, run.version)
         tenant = self.tenants.tenant_for(run.dag_id)  # read at every launch: changes apply now
-        env = self.envs.ensure(spec)  # built now if it is missing; a modified env fails the try
+        failure = self._env_failure(self.envs.key(spec))
+        if failure is not None:
+            text = " ".join(str(failure).split())[:500] or type(failure).__name__
+            raise IsolateError(f"its env could not be built: {text}")
+        env = self.envs.ensure(spec)  # a modified env fails the try
         held.enter_context(self.envs.cache.use(env.key))
         bundle = self.workspace.request_bundle(
             self.store, spec.bundle_hash, tenant, python=env.env.python
@@ -655,7 +711,8 @@ class Scheduler:
                 # Cleared or marked while it ran: that change stands over this outcome.
                 log.info("outcome of %s not recorded: the task changed meanwhile", item.key)
             except Exception as exc:
-                self._contained("recording an outcome", item.key, exc)
+                tried = item.running.attempt.context.get("try_number")
+                self._contained("recording an outcome", item.key, exc, try_number=tried)
             self._unrecorded.pop(0)
             if self._started.get(item.key) is started and started is not None:
                 del self._started[item.key]

@@ -159,7 +159,10 @@ def test_an_error_preparing_one_attempt_fails_that_attempt_only(
         assert _state(store, "victim", runs["victim"]) is RunState.FAILED
         ti = store.tasks.get("victim", runs["victim"], "work")
         assert ti.outcome is not None and "internal error (ZeroDivisionError" in ti.outcome
-    assert any("preparing an attempt (victim" in r.getMessage() for r in caplog.records)
+    said = [
+        r.getMessage() for r in caplog.records if "preparing an attempt (victim" in r.getMessage()
+    ]
+    assert said and " try 1)" in said[0]
 
 
 def test_an_error_recording_one_outcome_is_contained(

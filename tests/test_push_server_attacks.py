@@ -84,8 +84,10 @@ def read_reply(conn: socket.socket) -> dict[str, Any]:
 def send_raw(server: PushServer, payload: bytes) -> dict[str, Any]:
     """Send ``payload`` as the whole request; the server's reply ({} if it sent none)."""
     with connect(server) as conn:
-        conn.sendall(payload)
-        conn.shutdown(socket.SHUT_WR)
+        # The server may close it first (a refusal, a fault): what it said is still there.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)
         return read_reply(conn)
 
 

@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -151,6 +153,7 @@ def test_a_killed_scheduler_leaves_nothing_running_twice(
     dag = f"""
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from isolate import DAG, task
 
 @task(retries=1, retry_delay=0)
@@ -234,6 +237,7 @@ def test_clear_runs_a_task_again_and_isolate_test_runs_one_now(
     dag = f"""
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from isolate import DAG, CommandTask, task
 
 @task
@@ -444,6 +448,7 @@ def test_a_second_run_call_does_not_take_its_own_attempts_for_leftovers(
     scheduler (a service's loop resumed, a test's two phases) found its own running attempt
     and failed it as 'the scheduler restarted'."""
     dag = """
+import threading
 import time
 from isolate import DAG, task
 
@@ -631,3 +636,50 @@ def test_a_dags_max_active_tasks_holds_while_other_dags_use_the_slots(
     assert len(spans) == 3 and all(end <= start for (_, end), (start, _) in pairwise(spans))
     # The other DAG's two tasks ran side by side meanwhile (4 slots).
     assert max(s for s, _ in both) < min(e for _, e in both)
+
+
+def test_a_missing_env_is_built_off_the_loop_and_a_failed_build_fails_its_try(
+    cli, home: Path, make_folder, wheelhouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version whose env is missing (never built at push, or collected since) gets it
+    built in the background: another DAG's run goes on meanwhile. A build that fails
+    fails the try with its error, without building again in the loop."""
+    monkeypatch.setenv("ISOLATE_FIND_LINKS", str(wheelhouse.path))
+    dag = (
+        'from isolate import DAG, CommandTask\nwith DAG("{name}"):\n'
+        '    CommandTask("t", command=["true"])\n'
+    )
+    cli("push", str(make_folder({"dag.py": dag.format(name="ready")})))
+    pinned = make_folder({"dag.py": dag.format(name="slow")}, lock=wheelhouse.lock("tinylib==1.0"))
+    cli("push", "--no-build", str(pinned))
+    missing = "nosuchlib==1.0 \\\n    --hash=sha256:" + "0" * 64 + "\n"  # in no wheelhouse
+    broken = make_folder({"dag.py": dag.format(name="broken")}, lock=missing)
+    cli("push", "--no-build", str(broken))
+    runs = {
+        name: json.loads(cli("trigger", name, "--json").stdout)["run_id"]
+        for name in ("slow", "ready", "broken")
+    }
+    config = load_config(home)
+    with (
+        open_store(config) as store,
+        Scheduler(config, store, parallelism=2, poll_interval=0.05) as scheduler,
+    ):
+        real, release = scheduler.envs.ensure, threading.Event()
+
+        def slow_build(spec: Any, **kw: Any) -> Any:
+            if spec.dag_id == "slow" and threading.current_thread().name.startswith("env-build"):
+                assert release.wait(60)  # held until the other DAG's run has finished
+            return real(spec, **kw)
+
+        monkeypatch.setattr(scheduler.envs, "ensure", slow_build)
+
+        def state(name: str) -> RunState:
+            return store.runs.get(name, runs[name]).state
+
+        scheduler.run(stop=lambda: state("ready") is RunState.SUCCESS)
+        assert store.tasks.get("slow", runs["slow"], "t").state is TaskState.SCHEDULED
+        release.set()
+        scheduler.run(until_idle=True)
+        assert state("slow") is RunState.SUCCESS and state("broken") is RunState.FAILED
+        outcome = store.tasks.get("broken", runs["broken"], "t").outcome or ""
+    assert "its env could not be built" in outcome and "nosuchlib" in outcome
