@@ -847,7 +847,7 @@ class Scheduler:
         """Tasks left queued by a launch the database failed under, with no process: back
         to scheduled, so they launch again (nothing of theirs ever started)."""
         for run in self.store.runs.list(states=set(ACTIVE_RUN_STATES)):
-            for ti in self.store.tasks.list(run.dag_id, run.run_id):
+            for ti in self.store.tasks.list(run.dag_id, run.run_id, xcoms=False):
                 key = (run.dag_id, run.run_id, ti.task_id)
                 if ti.state is TaskState.QUEUED and key not in self._started:
                     self.store.tasks.transition(*key, TaskState.SCHEDULED, expect=TaskState.QUEUED)
@@ -866,7 +866,7 @@ class Scheduler:
 
     def _recover_run(self, run: RunRecord) -> None:
         spec = self.spec(run.dag_id, run.version)
-        for ti in self.store.tasks.list(run.dag_id, run.run_id):
+        for ti in self.store.tasks.list(run.dag_id, run.run_id, xcoms=False):
             if (run.dag_id, run.run_id, ti.task_id) in self._started:
                 continue  # this scheduler's own attempt
             if ti.state is TaskState.QUEUED:
