@@ -58,7 +58,7 @@ def fresh_node(root: Path, mapping_text: str) -> Path:
             "ISOLATE_ENV_PYTHON": PYTHON,
             "ISOLATE_TENANTS_FILE": str(root / "etc" / "tenants.toml"),
             "ISOLATE_MAX_LOG_BYTES": "1M",
-            "ISOLATE_MAX_CATCHUP_RUNS": "200",
+            "ISOLATE_MAX_CATCHUP_RUNS": "1000",
         }
     )
     config = load_config(home)

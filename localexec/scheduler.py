@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -57,7 +57,7 @@ from localexec.retries import next_attempt
 from localexec.sandbox import HardeningUnavailable, HostSandbox, Sandbox, sandbox_for
 from localexec.spares import SparePool
 from localexec.tenants import TenantWatch, UnownedDagError, capped
-from localexec.timetable import catchup_floor, due_intervals
+from localexec.timetable import catchup_floor, due_intervals, next_tick
 from localexec.workspace import BundlePreparationError, Workspace
 
 TaskKey = tuple[str, str, str]  # dag_id, run_id, task_id
@@ -77,6 +77,13 @@ class _Ready:
     ti: TaskInstanceRecord
 
 
+# Scheduled runs created per pass, in all and per DAG: a catchup of a thousand runs is
+# created over several passes, never in one that holds the loop.
+CREATE_PER_PASS = 64
+CREATE_PER_DAG = 16
+# Runs planned per pass although nothing the scheduler saw changed them (an author's clear
+# or mark is found this way): with more active runs than this, they take turns.
+SWEEP_PER_PASS = 32
 # Seconds a failed background env build stands for its tries before it is tried again.
 ENV_RETRY_AFTER = 60.0
 # Seconds a catchup DAG's first allowed interval is kept before it is found again.
@@ -84,6 +91,23 @@ FLOOR_TTL = 3600.0
 # Pauses between passes while the database is unreachable.
 MIN_OUTAGE_PAUSE = 0.5
 MAX_OUTAGE_PAUSE = 30.0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one run's last planning found: its tasks ready to start, and when a retry of
+    one of its tasks falls due (it is planned again then, if not before)."""
+
+    ready: list[_Ready]
+    wake: datetime | None
+
+    def waiting(self, started: Mapping[AttemptKey, object]) -> list[_Ready]:
+        """The ready tasks not started since."""
+        return [
+            ready
+            for ready in self.ready
+            if (ready.run.dag_id, ready.run.run_id, ready.task.task_id) not in started
+        ]
 
 
 @dataclass(frozen=True)
@@ -151,6 +175,15 @@ class Scheduler:
         self._builder = ThreadPoolExecutor(1, thread_name_prefix="env-build")
         self._env_builds: dict[str, Future[Any]] = {}
         self._env_failed: dict[str, tuple[float, BaseException]] = {}
+        # Each active run's last plan. A run is planned again when something of its changed
+        # that the scheduler saw (an outcome recorded, a launch refused, a retry due), when
+        # it is new, or in turn (see _sweep_now): a pass costs the same whether a tenant
+        # keeps ten runs active or a thousand.
+        self._plans: dict[tuple[str, str], _Plan] = {}
+        # DAGs with no run due, by (dag_id, version): not asked before this time.
+        self._quiet: dict[tuple[str, int], datetime] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._sweep: deque[tuple[str, str]] = deque()
         self.user = current_user()
         # Bytecode is compiled for the interpreter every env is built on.
         self.env_python = Path(config.settings.env_python)
@@ -194,6 +227,7 @@ class Scheduler:
             if pause:
                 self._say(f"the database is back; {len(self._started)} attempts running")
                 pause = 0.0
+                self._plans.clear()  # planned anew: the outage may have hidden changes
                 self.requeue_orphans()
 
     def health(self) -> dict[str, Any]:
@@ -268,9 +302,11 @@ class Scheduler:
         for run in active:
             if run.state is RunState.RUNNING:
                 running_per_dag[run.dag_id] = running_per_dag.get(run.dag_id, 0) + 1
+        sweep = self._sweep_now(active)
         for run in sorted(active, key=lambda r: (r.logical_date, r.run_id)):
             if run.dag_id in paused:
                 continue
+            key = (run.dag_id, run.run_id)
             try:
                 spec = self.spec(run.dag_id, run.version)
                 if run.state is RunState.QUEUED:
@@ -279,11 +315,27 @@ class Scheduler:
                         continue
                     run = self.store.runs.set_state(run.dag_id, run.run_id, RunState.RUNNING)
                     running_per_dag[run.dag_id] = running_per_dag.get(run.dag_id, 0) + 1
-                found = self.advance(run, spec, now)
+                cached = self._plans.get(key)
+                if (
+                    cached is None
+                    or key in self._dirty
+                    or key in sweep
+                    or (cached.wake is not None and cached.wake <= now)
+                ):
+                    self._dirty.discard(key)
+                    plan = self.advance(run, spec, now)
+                    if plan is None:
+                        self._plans.pop(key, None)
+                    else:
+                        self._plans[key] = plan
+                else:
+                    plan = cached
+                found = None if plan is None else plan.waiting(self._started)
             except StoreError:
                 raise  # the database: the whole pass waits for it (run())
             except Exception as exc:
-                self._contained("planning a run", (run.dag_id, run.run_id), exc)
+                self._contained("planning a run", key, exc)
+                self._dirty.add(key)
                 unfinished += 1
                 continue  # planned again at the next pass
             if found is None:
@@ -298,8 +350,9 @@ class Scheduler:
             except StoreError:
                 raise
             except Exception as exc:
-                key = (ready.run.dag_id, ready.run.run_id, ready.task.task_id)
-                self._contained("launching an attempt", key, exc)
+                self._dirty.add((ready.run.dag_id, ready.run.run_id))
+                task_key = (ready.run.dag_id, ready.run.run_id, ready.task.task_id)
+                self._contained("launching an attempt", task_key, exc)
         self.executor.replenish()
         busy = self.executor.busy or bool(self._unrecorded) or bool(self._callbacks)
         return unfinished > 0 or ended or busy
@@ -449,28 +502,45 @@ class Scheduler:
         per_dag: dict[str, int] = {}
         for run in active:
             per_dag[run.dag_id] = per_dag.get(run.dag_id, 0) + 1
-        created = False
-        for summary in dags:
-            if summary.is_paused or summary.latest_version is None:
+        budget = CREATE_PER_PASS
+        # DAGs take turns at the front: with more due runs than the budget, no DAG id
+        # (sorted first) keeps the others waiting.
+        start = self._passes % len(dags) if dags else 0
+        for summary in dags[start:] + dags[:start]:
+            if summary.is_paused or summary.latest_version is None or budget <= 0:
                 continue
             try:
-                created |= self._create_due_runs(
-                    summary.dag_id, summary.latest_version, now, per_dag.get(summary.dag_id, 0)
+                budget -= self._create_due_runs(
+                    summary.dag_id,
+                    summary.latest_version,
+                    now,
+                    per_dag.get(summary.dag_id, 0),
+                    budget,
                 )
             except StoreError:
                 raise
             except Exception as exc:
                 self._contained("creating scheduled runs", (summary.dag_id,), exc)
-        return created
+        return budget < CREATE_PER_PASS
 
-    def _create_due_runs(self, dag_id: str, version: int, now: datetime, active: int) -> bool:
+    def _create_due_runs(
+        self, dag_id: str, version: int, now: datetime, active: int, budget: int
+    ) -> int:
+        """Create the DAG's due runs (at most ``budget``, and within ``max_active_runs``);
+        how many. A DAG with none due is not asked again before its next schedule tick."""
         spec = self.spec(dag_id, version)
-        room = spec.max_active_runs - active
+        room = min(spec.max_active_runs - active, budget, CREATE_PER_DAG)
         if spec.schedule is None or room <= 0:
-            return False
+            return 0
+        quiet_until = self._quiet.get((dag_id, version))
+        if quiet_until is not None and now < quiet_until:
+            return 0
         last = self.store.runs.last_logical_date(dag_id, "scheduled")
         earliest = self._catchup_floor(spec, version, now)
         due = due_intervals(spec, last=last, now=now, limit=room, earliest=earliest)
+        if not due:
+            self._quiet[dag_id, version] = next_tick(spec, now)
+            return 0
         for interval in due:
             self.store.runs.create(
                 spec.dag_id,
@@ -482,7 +552,7 @@ class Scheduler:
                 version=version,
                 task_ids=list(spec.task_ids),
             )
-        return bool(due)
+        return len(due)
 
     def _catchup_floor(self, spec: DagSpec, version: int, now: datetime) -> datetime | None:
         """Where a catchup DAG's runs begin when it has more than ``max_catchup_runs`` due
@@ -507,9 +577,28 @@ class Scheduler:
         self._floors[key] = (time.monotonic(), floor)
         return floor
 
-    def advance(self, run: RunRecord, spec: DagSpec, now: datetime) -> list[_Ready] | None:
-        """Apply the planner's decisions to one run; returns its tasks ready to start, or
-        None once the run is over."""
+    def _sweep_now(self, active: list[RunRecord]) -> set[tuple[str, str]]:
+        """The runs planned this pass although nothing of theirs changed that the scheduler
+        saw (an author's clear or mark is seen this way): :data:`SWEEP_PER_PASS` of them,
+        in turn. Forgets the plans of runs no longer active."""
+        keys = {(run.dag_id, run.run_id) for run in active}
+        for gone in self._plans.keys() - keys:
+            del self._plans[gone]
+        self._dirty &= keys
+        if len(keys) <= SWEEP_PER_PASS:
+            return keys
+        self._sweep = deque(key for key in self._sweep if key in keys)
+        self._sweep.extend(keys - set(self._sweep))
+        chosen: set[tuple[str, str]] = set()
+        for _ in range(SWEEP_PER_PASS):
+            key = self._sweep.popleft()
+            self._sweep.append(key)
+            chosen.add(key)
+        return chosen
+
+    def advance(self, run: RunRecord, spec: DagSpec, now: datetime) -> _Plan | None:
+        """Apply the planner's decisions to one run; returns its tasks ready to start and
+        when it must be planned again at the latest, or None once the run is over."""
         # Without XComs: a launch reads its upstream ones only (prepare()).
         tis = {ti.task_id: ti for ti in self.store.tasks.list(run.dag_id, run.run_id, xcoms=False)}
         views = {task_id: TaskView(ti.state, ti.next_try_at) for task_id, ti in tis.items()}
@@ -535,16 +624,22 @@ class Scheduler:
         move(plan.skip, TaskState.SKIPPED, TaskState.NONE, ended_at=now)
         move(plan.upstream_failed, TaskState.UPSTREAM_FAILED, TaskState.NONE, ended_at=now)
         if stale:
-            return []  # not finished: whatever changed is planned at the next pass
+            self._dirty.add((run.dag_id, run.run_id))
+            return _Plan([], None)  # whatever changed is planned at the next pass
         if plan.finished is not None:
             self.store.runs.set_state(run.dag_id, run.run_id, plan.finished)
             return None  # the run is over
-        return [
+        retries = [
+            ti.next_try_at
+            for ti in tis.values()
+            if ti.state is TaskState.UP_FOR_RETRY and ti.next_try_at is not None
+        ]
+        ready = [
             _Ready(run, spec, spec.task(task_id), ti)
             for task_id, ti in sorted(tis.items())
             if ti.state is TaskState.SCHEDULED
-            and (run.dag_id, run.run_id, task_id) not in self._started
         ]
+        return _Plan(ready, min(retries, default=None))
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -556,8 +651,9 @@ class Scheduler:
         claimed = self.store.tasks.claim(
             *key, TaskState.QUEUED, expect=TaskState.SCHEDULED, try_number=try_number
         )
-        if claimed is None:
-            return  # another writer holds or changed it (a clear, a mark): next pass
+        if claimed is None:  # another writer holds or changed it (a clear, a mark)
+            self._dirty.add((run.dag_id, run.run_id))
+            return
         held = ExitStack()
         try:
             attempt = self.prepare(run, task, try_number, held)
@@ -710,6 +806,7 @@ class Scheduler:
             except StaleStateError:
                 # Cleared or marked while it ran: that change stands over this outcome.
                 log.info("outcome of %s not recorded: the task changed meanwhile", item.key)
+                self._dirty.add((item.key[0], item.key[1]))
             except Exception as exc:
                 tried = item.running.attempt.context.get("try_number")
                 self._contained("recording an outcome", item.key, exc, try_number=tried)
@@ -751,6 +848,7 @@ class Scheduler:
         retry: bool = True,
     ) -> None:
         key = (run.dag_id, run.run_id, task.task_id)
+        self._dirty.add((run.dag_id, run.run_id))  # its next tasks may be ready
         current = self.store.tasks.get(*key).state
         now = self.clock()
         if ok and outcome is not None:

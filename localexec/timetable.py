@@ -134,3 +134,15 @@ def count_due(spec: DagSpec, *, now: datetime, cap: int) -> int:
     if not spec.catchup:
         return len(due_intervals(spec, last=None, now=now, limit=1))
     return len(due_intervals(spec, last=None, now=now, limit=cap + 1))
+
+
+def next_tick(spec: DagSpec, now: datetime) -> datetime:
+    """The earliest time after ``now`` at which another of the DAG's intervals can end
+    (a schedule tick); far in the future for ``@once`` or no schedule: nothing will fall
+    due that is not due now."""
+    cron = cron_of(spec.schedule) if spec.schedule is not None else None
+    if cron is None:
+        return datetime.max.replace(tzinfo=UTC)
+    local = now.astimezone(ZoneInfo(spec.timezone))
+    tick: datetime = croniter(cron, local).get_next(datetime)
+    return tick.astimezone(UTC)

@@ -1,7 +1,7 @@
 """What a hostile tenant A pushes to attack the scheduler, and tenant B's victim DAG.
 
 Shared by tests/test_hostile_tenant.py and bench/bench_hostile.py. A's DAGs, each a way
-one tenant could freeze or starve a node before: a catchup backlog of years of daily runs,
+one tenant could freeze or starve a node before: a catchup backlog of years of daily runs (up to 1,000 active at once),
 a callback that sleeps, a 2,500-task chain whose root fails, an active run holding
 megabytes of XComs, a result nested 990 deep, a log flood, a template that asks for 3 GB,
 and a module that is slow to compile.
@@ -63,7 +63,7 @@ def echo(value):
     return len(value)
 
 with DAG("a.backlog", schedule="@daily", start_date=datetime(2015, 1, 1), catchup=True,
-         max_active_runs=64):
+         max_active_runs=1000):
     CommandTask("work", command="sleep 2")
 
 with DAG("a.callback"):

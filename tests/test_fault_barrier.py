@@ -23,6 +23,7 @@ from isolate.health import STALE_AFTER, assess, health_path, read_health
 from isolate.home import open_store
 from isolate.states import RunState, TaskState
 from isolate.store import Store, tables
+from isolate.triggering import trigger
 from localexec import scheduler as scheduler_module
 from localexec.scheduler import Scheduler
 
@@ -230,3 +231,39 @@ def test_clearing_a_task_waiting_for_its_retry_races_the_loop_harmlessly(
         flaky = store.tasks.get("retrying", run_id, "flaky")
         # Planned again from the cleared state: it ran its next try (and failed again).
         assert flaky.try_number == 2 and flaky.state is TaskState.FAILED
+
+
+def test_a_pass_plans_a_bounded_number_of_runs_however_many_are_active(
+    home: Path, cli, make_folder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant keeping hundreds of runs active (their tasks waiting for slots) costs each
+    pass what it changed plus SWEEP_PER_PASS runs in turn, not a plan of every run."""
+    dag = (
+        'from isolate import DAG, CommandTask\nwith DAG("crowd", max_active_runs=200):\n'
+        '    CommandTask("t", command="sleep 3")\n'
+    )
+    cli("push", str(make_folder({"dag.py": dag})))
+    config = load_config(home)
+    with open_store(config) as store:
+        for _ in range(120):
+            trigger(store, "crowd", actor="t")
+        planned: list[str] = []
+        real = Scheduler.advance
+
+        def counting(self: Scheduler, run: Any, spec: Any, now: Any) -> Any:
+            planned.append(run.run_id)
+            return real(self, run, spec, now)
+
+        monkeypatch.setattr(Scheduler, "advance", counting)
+        with Scheduler(config, store, parallelism=1, poll_interval=0.05) as scheduler:
+            scheduler.tick()  # every run is new: each is planned once
+            assert len(planned) == 120
+            seen: set[str] = set()
+            for _ in range(5):
+                planned.clear()
+                scheduler.tick()
+                assert len(planned) <= scheduler_module.SWEEP_PER_PASS + 1
+                seen.update(planned)
+            assert len(seen) == 120  # in turn: every run within four passes
+            store.set_paused("crowd", True, actor="t")
+            scheduler.run(until_idle=True)  # the one running try ends
