@@ -14,7 +14,7 @@ from isolate.states import TaskState as S
 from localexec import planner
 from localexec.planner import TaskView, plan_run, topological
 from localexec.retries import DEFAULT_MAX_DELAY, next_attempt, retry_delay
-from localexec.timetable import Interval, catchup_floor, count_due, due_intervals
+from localexec.timetable import Interval, catchup_floor, count_due, due_intervals, next_tick
 from localexec.trigger_rules import Verdict as V
 from localexec.trigger_rules import evaluate
 from tests.docs import doc_with, minimal_doc, python_task
@@ -212,3 +212,11 @@ def test_the_catchup_floor_keeps_the_newest_intervals_only() -> None:
     # A minutely schedule from years back costs cap steps, not millions.
     minutely = spec(schedule="* * * * *", start_date="2000-01-01T00:00:00+00:00", catchup=True)
     assert catchup_floor(minutely, now=now, cap=2) == at("2024-01-11T11:58:00+00:00")
+
+
+def test_the_next_tick_is_when_another_interval_can_end() -> None:
+    daily = spec(schedule="0 6 * * *", start_date="2024-01-01T00:00:00+00:00")
+    assert next_tick(daily, at("2024-01-11T12:00:00+00:00")) == at("2024-01-12T06:00:00+00:00")
+    assert next_tick(daily, at("2024-01-11T05:59:00+00:00")) == at("2024-01-11T06:00:00+00:00")
+    once = spec(schedule="@once", start_date="2024-01-01T00:00:00+00:00")
+    assert next_tick(once, at("2024-01-11T12:00:00+00:00")).year == 9999
