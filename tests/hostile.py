@@ -1,10 +1,10 @@
 """What a hostile tenant A pushes to attack the scheduler, and tenant B's victim DAG.
 
 Shared by tests/test_hostile_tenant.py and bench/bench_hostile.py. A's DAGs, each a way
-one tenant could freeze or starve a node before: a catchup backlog of years of daily runs (up to 1,000 active at once),
-a callback that sleeps, a 2,500-task chain whose root fails, an active run holding
-megabytes of XComs, a result nested 990 deep, a log flood, a template that asks for 3 GB,
-and a module that is slow to compile.
+one tenant could freeze or starve a node before: a catchup backlog of years of daily runs
+(up to 1,000 active at once), a callback that sleeps, a 2,500-task chain whose root fails,
+an active run holding megabytes of XComs, a result nested 990 deep, a log flood, a template
+that asks for 3 GB, and a module that is slow to compile.
 """
 
 from __future__ import annotations
