@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +59,19 @@ _TEMPLATE = """\
 # gc_keep_versions = 3
 """
 
+# Appended by `isolate init --single-user`.
+_SINGLE_USER_ROOT = """
+# A single-user home (`isolate init --single-user`): with no tenant mapping, a scheduler
+# running as root runs every task as root, with no isolation between DAGs. Only for a
+# throwaway node that one person uses (a tour, a trial): never on a shared node, where
+# each DAG is mapped to an OS user in the tenant mapping instead.
+allow_root_tasks = true
+"""
+_SINGLE_USER = """
+# A single-user home (`isolate init --single-user`): every task runs as the user who runs
+# the scheduler, with no isolation between DAGs. Only for one person's own DAGs.
+"""
+
 
 @dataclass(frozen=True)
 class InitReport:
@@ -66,8 +80,16 @@ class InitReport:
     config_written: bool
 
 
-def init_home(config: Config, *, database_url: str | None = None) -> InitReport:
+def init_home(
+    config: Config, *, database_url: str | None = None, single_user: bool = False
+) -> InitReport:
     """Create (or complete) the home's directories and config file. Idempotent.
+
+    ``single_user`` makes a throwaway home for one person (a tour, a trial): every task runs
+    as the user the scheduler runs as, with no isolation between DAGs. As root that takes
+    ``allow_root_tasks = true``, written into the new config file; an existing one must say
+    so already (init never edits it). As anyone else it is what the home does anyway, and
+    nothing is written that a root scheduler would act on.
 
     The database schema is created separately (``isolate.store.migrate.upgrade``) so that a
     caller can report each step.
@@ -88,13 +110,30 @@ def init_home(config: Config, *, database_url: str | None = None) -> InitReport:
                 "  (default: SQLite)"
             )
         )
-        _write_private(config_file, _TEMPLATE.format(database_line=line))
+        text = _TEMPLATE.format(database_line=line)
+        if single_user:
+            text += _SINGLE_USER_ROOT if os.geteuid() == 0 else _SINGLE_USER
+        _write_private(config_file, text)
         written = True
-    elif database_url:
-        raise ConfigError(
-            f"{config_file} exists: edit database_url there instead of passing --database-url"
-        )
+    else:
+        if database_url:
+            raise ConfigError(
+                f"{config_file} exists: edit database_url there instead of passing --database-url"
+            )
+        if single_user and os.geteuid() == 0 and not _allows_root_tasks(config_file):
+            raise ConfigError(
+                f"{config_file} exists and does not set allow_root_tasks = true: --single-user "
+                "only writes a new home's settings (on a throwaway node, set it there yourself)"
+            )
     return InitReport(home=home, created=created, config_written=written)
+
+
+def _allows_root_tasks(config_file: Path) -> bool:
+    try:
+        with open(config_file, "rb") as fh:
+            return tomllib.load(fh).get("allow_root_tasks") is True
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # load_config has read it already; here it only decides a refusal
 
 
 def _make_dir(path: Path, mode: int) -> None:
