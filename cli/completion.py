@@ -15,8 +15,6 @@ import click
 from click.shell_completion import CompletionItem, get_completion_class
 
 from isolate.config import load_config
-from isolate.home import open_store
-from isolate.store.engine import parse_url
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -84,6 +82,9 @@ def stored_dag_ids(home: str | None) -> list[str]:
 
     Reads only: a SQLite file that does not exist is not opened (connecting would create it).
     """
+    from isolate.home import open_store  # the store (SQLAlchemy) only when completing an id
+    from isolate.store.engine import parse_url
+
     config = load_config(home)
     url = parse_url(config.database_url)
     if url.get_backend_name() == "sqlite":

@@ -5,22 +5,22 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cli.completion import complete_dag_ids
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, printable, short_hash, timestamp, write_output
-from isolate.catalog import diff_versions, stored_version
-from isolate.config import load_config
-from isolate.diff import SpecDiff
+from isolate.config import current_user, load_config
 from isolate.errors import IsolateError, UsageError
-from isolate.graph import to_dot
 from isolate.home import open_store
-from isolate.model import TaskSpec
-from isolate.push import current_user
-from isolate.store import Store, VersionRecord
+from isolate.store import VersionRecord
+
+if TYPE_CHECKING:
+    from isolate.diff import SpecDiff
+    from isolate.model import TaskSpec
+    from isolate.store import Store
 
 # A graph of a few hundred tasks renders in well under a second; this only stops a hang.
 SVG_TIMEOUT = 60
@@ -120,6 +120,8 @@ def show(
     # Before touching the store: a missing Graphviz is the first thing to hear about.
     dot_program = _graphviz_dot() if fmt == "svg" else ""
     with _store(home) as store:
+        from isolate.catalog import stored_version  # the spec format: not for `dags list`
+
         found = stored_version(store, dag_id, version)
         paused = store.get_dag(dag_id).is_paused
     record, spec = found.record, found.spec
@@ -127,6 +129,8 @@ def show(
         print_json({**_version_json(record), "paused": paused, "spec": spec.to_document()})
         return
     if fmt in ("dot", "svg"):
+        from isolate.graph import to_dot
+
         text = to_dot(spec, record.version)
         if fmt == "dot":
             click.echo(text, nl=False)
@@ -215,6 +219,8 @@ def diff(dag_id: str, old: int, new: int, home: str | None, as_json: bool) -> No
       isolate dags diff etl 3 4
     """
     with _store(home) as store:
+        from isolate.catalog import diff_versions
+
         changes = diff_versions(store, dag_id, old, new)
     if as_json:
         print_json({"old": old, "new": new, **changes.to_json()})

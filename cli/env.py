@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, printable, short_hash
 from cli.progress import ticking
-from envcache.gc import facts
-from isolate.catalog import stored_version
 from isolate.config import load_config
-from isolate.environments import EnvResolver
-from isolate.gc import version_keys
 from isolate.home import open_store
 from isolate.units import format_size
+
+if TYPE_CHECKING:
+    from envcache.cache import EnvCache
 
 
 @click.group()
@@ -36,6 +35,10 @@ def list_(home: str | None, as_json: bool) -> None:
       isolate env list --json
     """
     config = load_config(home)
+    from envcache.gc import facts
+    from isolate.environments import EnvResolver
+    from isolate.gc import version_keys
+
     resolver = EnvResolver(config)
     with open_store(config) as store:
         used_by = version_keys(store, resolver)
@@ -91,6 +94,9 @@ def build(target: str, home: str | None) -> None:
         )
     config = load_config(home)
     with open_store(config) as store:
+        from isolate.catalog import stored_version
+        from isolate.environments import EnvResolver
+
         found = stored_version(store, dag_id, int(version) if version else None)
     with ticking(f"env for {dag_id} v{found.record.version}"):
         result = EnvResolver(config).ensure(found.spec, repair=True)
@@ -111,7 +117,7 @@ def verify(key: str | None, deep: bool, home: str | None) -> None:
     Example:
       isolate env verify --deep
     """
-    cache = EnvResolver(load_config(home)).cache
+    cache = _cache(home)
     keys = [_full_key(cache.keys(), key)] if key else cache.keys()
     damaged = 0
     for each in keys:
@@ -142,7 +148,7 @@ def show(key: str, home: str | None, as_json: bool) -> None:
     Example:
       isolate env show 3f2a9c
     """
-    cache = EnvResolver(load_config(home)).cache
+    cache = _cache(home)
     full = _full_key(cache.keys(), key)
     found = cache.get(full)
     if found is None:
@@ -174,6 +180,12 @@ def show(key: str, home: str | None, as_json: bool) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
+def _cache(home: str | None) -> EnvCache:
+    from isolate.environments import EnvResolver  # uv's and the lock's code: not to complete
+
+    return EnvResolver(load_config(home)).cache
+
+
 def _full_key(keys: list[str], prefix: str) -> str:
     matches = [k for k in keys if k.startswith(prefix)]
     if len(matches) != 1:
@@ -193,7 +205,7 @@ def pin(key: str, reason: str, home: str | None) -> None:
     Example:
       isolate env pin 3f2a9c -m "audit of the March runs"
     """
-    cache = EnvResolver(load_config(home)).cache
+    cache = _cache(home)
     full = _full_key(cache.keys(), key)
     cache.pin(full, reason)
     click.echo(f"pinned {full}")
@@ -209,7 +221,7 @@ def unpin(key: str, home: str | None) -> None:
     Example:
       isolate env unpin 3f2a9c
     """
-    cache = EnvResolver(load_config(home)).cache
+    cache = _cache(home)
     full = _full_key(list(cache.pins()), key)
     cache.unpin(full)
     click.echo(f"unpinned {full}")

@@ -9,13 +9,9 @@ import click
 
 from cli.options import home_option, json_option
 from cli.output import print_json, short_hash
-from envcache import gc as envgc
-from isolate.config import load_config
+from isolate.config import current_user, load_config
 from isolate.durations import parse_duration
-from isolate.environments import EnvResolver
-from isolate.gc import gc_roots
 from isolate.home import open_store
-from isolate.push import current_user
 from isolate.units import format_size
 
 
@@ -52,6 +48,10 @@ def gc(
     config = load_config(home)
     keep = keep_versions or config.settings.gc_keep_versions
     age: timedelta | None = parse_duration(older_than) if older_than else None
+    from envcache import gc as envgc
+    from isolate.environments import EnvResolver
+    from isolate.gc import gc_roots
+
     resolver = EnvResolver(config)
     with open_store(config) as store:
         roots = gc_roots(store, resolver, keep_versions=keep)

@@ -8,7 +8,6 @@ import click
 
 from cli.options import home_option
 from isolate.config import load_config
-from isolate.locking import lock_folder
 
 
 @click.command()
@@ -60,6 +59,8 @@ def lock(
       isolate lock dags/etl --find-links /srv/wheelhouse --no-index
     """
     config = load_config(home)
+    from isolate.locking import lock_folder  # pip-tools and uv's code: not to complete
+
     result = lock_folder(
         folder,
         python=python or config.settings.env_python,

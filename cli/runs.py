@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 from filelock import FileLock, Timeout
@@ -19,19 +19,16 @@ from cli import daemonlog
 from cli.completion import complete_dag_ids
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, printable, short_hash, write_output
-from isolate.catalog import stored_version
-from isolate.clearing import clear_tasks
-from isolate.config import Config, load_config
+from isolate.config import Config, current_user, load_config
 from isolate.errors import IsolateError, NotFoundError, StoreError, UsageError
-from isolate.graph import RunGrid, run_grid
 from isolate.home import open_store
-from isolate.push import current_user
-from isolate.store import RunRecord, Store
-from isolate.triggering import trigger as trigger_run
-from localexec.adhoc import run_task
-from localexec.pushserver import PushServer
-from localexec.scheduler import MAX_OUTAGE_PAUSE, MIN_OUTAGE_PAUSE, Scheduler
-from localexec.workspace import Workspace
+from isolate.store import RunRecord
+
+# What only some commands need is imported by them: the rest of `isolate runs ...` and
+# completing it load neither the scheduler nor the spec format.
+if TYPE_CHECKING:
+    from isolate.graph import RunGrid
+    from isolate.store import Store
 
 log = logging.getLogger("isolate.scheduler")
 
@@ -66,6 +63,9 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
     Example:
       isolate scheduler --parallelism 8
     """
+    from localexec.pushserver import PushServer
+    from localexec.scheduler import Scheduler
+
     config = load_config(home)
     daemonlog.configure()
     stopping = False
@@ -106,6 +106,8 @@ def _open_when_reachable(config: Config, stopping: Callable[[], bool]) -> Store:
     """The store, waiting for a database that cannot be reached yet (a service started
     before its database, or during a restart) rather than exiting into a restart loop; any
     other problem (no home, an outdated schema) is reported at once."""
+    from localexec.scheduler import MAX_OUTAGE_PAUSE, MIN_OUTAGE_PAUSE
+
     pause = MIN_OUTAGE_PAUSE
     while True:
         try:
@@ -138,6 +140,8 @@ def trigger(
     except json.JSONDecodeError as exc:
         raise UsageError(f"--conf is not valid JSON: {exc}") from None
     with open_store(load_config(home)) as store:
+        from isolate.triggering import trigger as trigger_run
+
         run = trigger_run(store, dag_id, actor=current_user(), conf=parsed, version=version)
     if as_json:
         print_json(_run_json(run))
@@ -287,6 +291,8 @@ def grid(dag_id: str, limit: int, home: str | None, as_json: bool) -> None:
       isolate runs grid etl --limit 10
     """
     with open_store(load_config(home)) as store:
+        from isolate.catalog import stored_version
+
         latest = stored_version(store, dag_id)
         recent = store.runs.list(dag_id, limit=limit)[::-1]
         specs = {v: stored_version(store, dag_id, v).spec for v in {run.version for run in recent}}
@@ -294,6 +300,8 @@ def grid(dag_id: str, limit: int, home: str | None, as_json: bool) -> None:
             run.run_id: {ti.task_id: ti.state for ti in store.tasks.list(dag_id, run.run_id)}
             for run in recent
         }
+    from isolate.graph import run_grid
+
     table = run_grid(latest.spec, recent, specs, states)
     if as_json:
         print_json(
@@ -391,6 +399,8 @@ def logs(
         number = try_number or ti.try_number
         if number < 1:
             raise NotFoundError(f"task {task_id} of run {run_id} has not started yet")
+        from localexec.workspace import Workspace
+
         path = Workspace.log_file(config, run.dag_id, run.run_id, task_id, number)
         try:
             handle = path.open("rb")
@@ -433,6 +443,8 @@ def clear(
     """
     with open_store(load_config(home)) as store:
         run = _find_run(store, run_id, dag_id)
+        from isolate.clearing import clear_tasks
+
         cleared = clear_tasks(store, run, task_id, downstream=downstream, actor=current_user())
     click.echo(f"cleared {', '.join(cleared)} of {run.dag_id} {run.run_id}")
 
@@ -451,6 +463,8 @@ def test_task(path: Path, task_id: str, dag_id: str | None, home: str | None) ->
     Example:
       isolate test dags/etl extract
     """
+    from localexec.adhoc import run_task
+
     result = run_task(load_config(home), path, task_id, dag_id=dag_id)
     write_output(result.log.encode("utf-8", "replace"))
     if result.outcome.has_xcom:

@@ -10,11 +10,9 @@ import click
 
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, printable
-from isolate.config import load_config
+from isolate.config import current_user, load_config
 from isolate.errors import NotFoundError, UsageError
-from isolate.push import current_user
 from isolate.tenancy import Tenant, load_tenants, tenants_path, user_groups, validate_file
-from localexec.sandbox import describe_wanted, wanted_hardening
 
 
 @click.group()
@@ -80,6 +78,8 @@ def check(dag_id: str, user: str | None, home: str | None, as_json: bool) -> Non
         )
     who = user or current_user()
     allowed = mapping.may_push(who, user_groups(who), dag_id)
+    from localexec.sandbox import describe_wanted, wanted_hardening
+
     hardening = wanted_hardening(config.settings, tenant)
     own = tenant.to_json()
     if as_json:

@@ -7,6 +7,7 @@ Precedence, highest first: command-line ``--home``; environment variables (``ISO
 from __future__ import annotations
 
 import os
+import pwd
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -30,6 +31,8 @@ class Settings:
     database_url: str | None = None
     max_spec_bytes: int = 4 * MIB
     max_bundle_bytes: int = 32 * MIB
+    # Most files a bundle may hold: each costs the loader, the store and every extraction.
+    max_bundle_files: int = 30_000
     # A try's log: the task's output past this many bytes is dropped, with a marker.
     max_log_bytes: int = 100 * MIB
     paused_at_creation: bool = False
@@ -88,7 +91,7 @@ _BOOL_KEYS = {
 HARDENING_MODES = ("auto", "required", "off")
 _MODE_KEYS = {"cgroups", "landlock", "bubblewrap"}
 _LIST_KEYS = {"find_links"}
-_INT_KEYS = {"gc_keep_versions", "tenant_min_uid", "max_catchup_runs"}
+_INT_KEYS = {"gc_keep_versions", "tenant_min_uid", "max_catchup_runs", "max_bundle_files"}
 _CHOICES = {"env_builder": ("uv", "virtualenv-pip")}
 
 
@@ -241,6 +244,15 @@ def hardening_mode(value: object) -> str:
         if word in {"0", "false", "no"}:
             return "off"
     raise UsageError(f"expected one of {', '.join(HARDENING_MODES)}, got {value!r}")
+
+
+def current_user() -> str:
+    """The effective OS user's name (its uid if it has no name)."""
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def is_admin(config: Config) -> bool:

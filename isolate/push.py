@@ -6,17 +6,19 @@ each version's env is built first too: a bad folder or an unbuildable lock store
 
 from __future__ import annotations
 
-import os
-import pwd
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from isolate.config import Config
 from isolate.dagfile import FolderSnapshot, load_folder
 from isolate.environments import EnvResolver, spec_lock
-from isolate.store import NewVersion, Store
+from isolate.store import NewVersion
+
+if TYPE_CHECKING:
+    from isolate.store import Store
 
 
 @dataclass(frozen=True)
@@ -30,15 +32,6 @@ class PushResult:
     tasks: int
     env_key: str | None
     env_built: bool
-
-
-def current_user() -> str:
-    """The effective OS user's name (its uid if it has no name)."""
-    uid = os.geteuid()
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
 
 
 def push_folder(

@@ -23,7 +23,7 @@ from isolate.config import Settings
 from isolate.dagfile import FolderSnapshot, LoadedDag
 from isolate.errors import IsolateError, UsageError
 from isolate.format import canonical_json, load_document, spec_hash
-from isolate.store.store import MAX_MESSAGE
+from isolate.store.records import MAX_MESSAGE
 from isolate.validate import check_push
 
 _LENGTH = struct.Struct(">I")

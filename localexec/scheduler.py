@@ -26,12 +26,11 @@ from typing import Any
 
 from envcache.errors import EnvCacheError
 from isolate.catalog import stored_version
-from isolate.config import Config
+from isolate.config import Config, current_user
 from isolate.environments import EnvResolver
 from isolate.errors import IsolateError, StoreError
 from isolate.health import health_path
 from isolate.model import DagSpec, TaskSpec
-from isolate.push import current_user
 from isolate.states import ACTIVE_RUN_STATES, RunState, TaskState
 from isolate.store import DagSummary, RunRecord, Store, TaskInstanceRecord
 from isolate.store.engine import display_url

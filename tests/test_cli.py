@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import isolate
-from isolate.push import current_user
+from isolate.config import current_user
 from isolate.store import Store, migrate
 from tests.conftest import ETL_DAG
 
@@ -182,8 +182,8 @@ def _all_commands(group, prefix=()):
 
 
 # Commands that use no home of the user's: the demo makes a throwaway one; completion only
-# prints a script.
-HOMELESS = {("demo",), ("completion",)}
+# prints a script; version only its own.
+HOMELESS = {("demo",), ("completion",), ("version",)}
 
 
 @pytest.mark.parametrize("path", sorted(_all_commands(isolate)), ids=" ".join)

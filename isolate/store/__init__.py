@@ -6,6 +6,8 @@ schema.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from isolate.store.records import (
     AuditRecord,
     DagRecord,
@@ -16,8 +18,25 @@ from isolate.store.records import (
     TaskInstanceRecord,
     VersionRecord,
 )
-from isolate.store.rows import content_hash
-from isolate.store.store import Store
+
+if TYPE_CHECKING:
+    from isolate.store.rows import content_hash
+    from isolate.store.store import Store
+
+
+def __getattr__(name: str) -> Any:
+    """``Store`` and ``content_hash`` load SQLAlchemy: only when asked for, so that what
+    imports the records alone (a command that never opens the store) stays light."""
+    if name == "Store":
+        from isolate.store.store import Store
+
+        return Store
+    if name == "content_hash":
+        from isolate.store.rows import content_hash
+
+        return content_hash
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AuditRecord",

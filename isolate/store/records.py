@@ -8,6 +8,9 @@ from typing import Any
 
 from isolate.states import RunState, TaskState
 
+# A push message's characters: it must fit every backend's column (64 KiB on MySQL).
+MAX_MESSAGE = 10_000
+
 
 @dataclass(frozen=True)
 class DagRecord:

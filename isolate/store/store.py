@@ -17,8 +17,8 @@ from isolate.errors import NotFoundError, UsageError
 from isolate.store import rows
 from isolate.store import tables as t
 from isolate.store.engine import make_engine
-from isolate.store.migrate import check_at_head
 from isolate.store.records import (
+    MAX_MESSAGE,
     AuditRecord,
     DagRecord,
     DagSummary,
@@ -27,11 +27,9 @@ from isolate.store.records import (
     VersionRecord,
 )
 from isolate.store.runs import Runs
+from isolate.store.schema import check_at_head
 from isolate.store.tasks import TaskInstances
 from isolate.store.transactions import reading, write
-
-# A push message's characters: it must fit every backend's column (64 KiB on MySQL).
-MAX_MESSAGE = 10_000
 
 
 class Store:
