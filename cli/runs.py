@@ -22,6 +22,7 @@ from cli.output import print_json, print_table, printable, short_hash, write_out
 from isolate.config import Config, current_user, load_config
 from isolate.errors import IsolateError, NotFoundError, StoreError, UsageError
 from isolate.home import open_store
+from isolate.states import TaskState
 from isolate.store import RunRecord
 
 # What only some commands need is imported by them: the rest of `isolate runs ...` and
@@ -171,17 +172,25 @@ def runs() -> None:
 
 @runs.command("list")
 @click.argument("dag_id", required=False, shell_complete=complete_dag_ids)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Show only this many, the most recent (by logical date). Default: all.",
+)
 @home_option
 @json_option
-def list_(dag_id: str | None, home: str | None, as_json: bool) -> None:
-    """List runs, newest first.
+def list_(dag_id: str | None, limit: int | None, home: str | None, as_json: bool) -> None:
+    """List runs, newest first: of every DAG, or of DAG_ID (exit 3 if there is no such DAG).
 
     \b
     Example:
-      isolate runs list etl --json
+      isolate runs list etl --limit 20 --json
     """
     with open_store(load_config(home)) as store:
-        found = store.runs.list(dag_id)
+        if dag_id is not None:
+            store.get_dag(dag_id)  # NotFoundError: an unknown DAG is not an empty list
+        found = store.runs.list(dag_id, limit=limit)
     if as_json:
         print_json([_run_json(r) for r in found])
         return
@@ -398,6 +407,16 @@ def logs(
         ti = store.tasks.get(run.dag_id, run.run_id, task_id)
         number = try_number or ti.try_number
         if number < 1:
+            if ti.state in (TaskState.UPSTREAM_FAILED, TaskState.SKIPPED):
+                why = (
+                    "an upstream task failed"
+                    if ti.state is TaskState.UPSTREAM_FAILED
+                    else ("its trigger rule skipped it")
+                )
+                raise NotFoundError(
+                    f"task {task_id} of run {run_id} is {ti.state.value}: it never ran, so it "
+                    f"has no log ({why})"
+                )
             raise NotFoundError(f"task {task_id} of run {run_id} has not started yet")
         from localexec.workspace import Workspace
 

@@ -94,6 +94,7 @@ def run_task(config: Config, path: Path, task_id: str, *, dag_id: str | None = N
             limits=capped(task.limits, tenant.limits) if tenant else None,
             sandbox=replace(sandbox, cgroup=False),
             log_max_bytes=config.settings.max_log_bytes,
+            folder=str(path.resolve()),
         )
         outcome = supervisor.run(attempt, layers=layers_for(attempt.sandbox))
         log = log_path.read_text(encoding="utf-8", errors="replace")

@@ -87,6 +87,7 @@ class Attempt:
     callback_context: Mapping[str, Any] = field(default_factory=dict)
     run_as: str | None = None
     version: int | None = None
+    folder: str | None = None  # `isolate test`: the local DAG folder, not a stored version
     env_key: str | None = None
     xcom_max_bytes: int = DEFAULT_XCOM_MAX_BYTES
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
@@ -218,6 +219,7 @@ def task_attempt(
     sandbox: Sandbox | None = None,
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
     callback: tuple[str, str] | None = None,
+    folder: str | None = None,
 ) -> Attempt:
     """The attempt that runs ``task`` of ``spec`` as the format describes it, as ``run_as``
     (None: the supervisor's user) within ``limits`` (default: the task's own).
@@ -238,6 +240,7 @@ def task_attempt(
         "limits": task.limits if limits is None else limits,
         "run_as": run_as,
         "version": version,
+        "folder": folder,
         "env_key": where.env_key,
         "sandbox": sandbox or Sandbox(),
         "log_max_bytes": log_max_bytes,

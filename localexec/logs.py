@@ -74,11 +74,18 @@ def header(attempt: Attempt, started_at: dt.datetime) -> bytes:
         f"dag: {visible(ctx.get('dag_id'))}  run: {visible(ctx.get('run_id'))}  "
         f"task: {visible(ctx.get('task_id'))}  try: {ctx.get('try_number')}",
         f"kind: {attempt.kind}  {visible(what)}",
-        f"version: {attempt.version}  env: {attempt.env_key}",
+        f"{_origin(attempt)}  env: {attempt.env_key}",
         f"sandbox: {attempt.sandbox.describe()}",
         f"started: {started_at.isoformat()}",
     ]
     return ("\n".join(lines) + "\n").encode()
+
+
+def _origin(attempt: Attempt) -> str:
+    """Where the task's code comes from: its stored version, or `isolate test`'s folder."""
+    if attempt.version is None and attempt.folder is not None:
+        return f"folder: {visible(attempt.folder)}"
+    return f"version: {attempt.version}"
 
 
 class LogSink:

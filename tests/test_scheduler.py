@@ -121,6 +121,10 @@ def test_a_run_executes_with_xcom_retries_rules_timeouts_and_callbacks(
     assert "RuntimeError: first try fails" in first
     assert "first try fails" not in cli("tasks", "logs", run_id, "flaky").stdout
     assert stat_mode(home / "logs" / "flow" / run_id / "flaky" / "2.log") == 0o600
+    never = cli("tasks", "logs", run_id, "after_bad", expect=3)
+    assert "is upstream_failed: it never ran, so it has no log" in never.stderr
+    assert len(json.loads(cli("runs", "list", "flow", "--limit", "1", "--json").stdout)) == 1
+    assert "no DAG 'nope'" in cli("runs", "list", "nope", expect=3).stderr
 
 
 def stat_mode(path: Path) -> int:
@@ -253,6 +257,7 @@ with DAG("again"):
     folder = make_folder({"dag.py": dag})
     out = cli("test", str(folder), "count").stdout
     assert "xcom: 1" in out and "--- isolate outcome: success" in out
+    assert f"folder: {folder.resolve()}  env:" in out and "version: None" not in out
     cli("test", str(folder), "nope", expect=2)
     cli("push", str(folder))
     run_id = json.loads(cli("trigger", "again", "--json").stdout)["run_id"]
