@@ -71,5 +71,6 @@ def lock(
         no_index=no_index,
         offline=offline,
     )
-    state = "updated" if result.changed else "unchanged"
-    click.echo(f"{result.output}: {state}, {result.packages} packages from {result.source}")
+    state = "created" if result.created else "updated" if result.changed else "unchanged"
+    count = f"{result.packages} package{'' if result.packages == 1 else 's'}"
+    click.echo(f"{result.output}: {state}, {count} from {result.source}")

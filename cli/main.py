@@ -205,7 +205,8 @@ class IsolateGroup(click.Group):
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="Exit codes: 0 ok, 1 error or failed check, 2 usage, 3 not found, "
     "4 invalid DAG or bundle, 5 configuration, 6 database, "
-    "7 environment (lock, interpreter, build), 8 push refused. See docs/cli.md.",
+    "7 environment (lock, interpreter, build), 8 push refused, 9 no push server. "
+    "See docs/cli.md.",
 )
 @click.version_option(package_name="isolate-dags", prog_name="isolate")
 def isolate() -> None:

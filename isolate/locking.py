@@ -31,6 +31,7 @@ class LockResult:
     output: Path
     packages: int
     changed: bool
+    created: bool  # there was no lock file before
 
 
 def user_cache_dir() -> Path:
@@ -101,6 +102,7 @@ def lock_folder(
         output=output,
         packages=len(lock.applicable(interpreter.marker_env)),
         changed=previous != text,
+        created=previous is None,
     )
 
 

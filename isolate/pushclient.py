@@ -12,7 +12,7 @@ from pathlib import Path
 
 from isolate.config import Config
 from isolate.dagfile import FolderSnapshot
-from isolate.errors import IsolateError, UsageError
+from isolate.errors import IsolateError
 from isolate.push import PushResult
 from isolate.pushwire import encode_request, read_frame
 
@@ -24,6 +24,12 @@ class PushDeniedError(IsolateError):
     """The server refused the push: the caller may not push these DAGs."""
 
     exit_code = 8
+
+
+class NoPushServerError(IsolateError):
+    """No scheduler serves pushes on this home's socket: nothing is wrong with the push."""
+
+    exit_code = 9
 
 
 def socket_path(config: Config) -> Path:
@@ -40,7 +46,7 @@ def push_via_server(
         try:
             conn.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
-            raise UsageError(
+            raise NoPushServerError(
                 f"no scheduler is serving pushes at {path}: ask an admin to start "
                 "`isolate scheduler`, or push as an admin"
             ) from None

@@ -178,7 +178,7 @@ def test_lock_resolves_requirements_in_and_keeps_pins(
     folder = make_folder({"tiny.py": TINY_DAG, "requirements.in": "tinylib==1.0\n"}, lock=None)
     sources = ["--find-links", str(wheelhouse.path), "--no-index", "--offline"]
     out = cli("lock", str(folder), *sources).stdout
-    assert "requirements.txt: updated, 1 packages from requirements.in" in out
+    assert "requirements.txt: created, 1 package from requirements.in" in out
     text = (folder / "requirements.txt").read_text()
     assert "tinylib==1.0" in text and wheelhouse.hashes["tinylib==1.0"] in text
     assert str(folder) not in text and "isolate lock" in text
@@ -199,7 +199,7 @@ def test_lock_from_the_requirements_dags_declare(cli, wheels_home, wheelhouse, m
     folder = make_folder({"tiny.py": declaring, "other.py": other}, lock=None)
     sources = ["--find-links", str(wheelhouse.path), "--no-index", "--offline"]
     out = cli("lock", str(folder), *sources).stdout
-    assert "updated, 2 packages from the DAGs' requirements" in out
+    assert "created, 2 packages from the DAGs' requirements" in out
     text = (folder / "requirements.txt").read_text()
     assert "otherlib==1.0" in text and "tinylib==1.0" in text and "tmp" not in text
     assert len(push(cli, folder)) == 2

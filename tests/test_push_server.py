@@ -19,7 +19,7 @@ import pytest
 from isolate.config import load_config
 from isolate.dagfile import load_folder
 from isolate.home import init_home, open_store, upgrade_database
-from isolate.pushclient import push_via_server, socket_path
+from isolate.pushclient import NoPushServerError, push_via_server, socket_path
 from localexec.pushserver import PushServer
 from tests.conftest import PYTHON, write_folder
 from tests.osusers import clear_isolate_env, os_users, unique
@@ -187,3 +187,10 @@ def test_hostile_requests_get_an_error_and_the_server_keeps_serving(
         "ok": 1
     }
     assert os.stat(socket_path(server.config)).st_mode & 0o777 == 0o666
+
+
+def test_a_push_with_no_scheduler_serving_exits_with_its_own_code(tmp_path: Path) -> None:
+    snapshot = load_folder(write_folder(tmp_path / "dags", {"dag.py": DAG.format(dag_id="x")}))
+    with pytest.raises(NoPushServerError, match="no scheduler is serving pushes") as raised:
+        push_via_server(tmp_path / "push.sock", snapshot, None)
+    assert raised.value.exit_code == 9
