@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,3 +72,98 @@ def test_without_root_the_demo_says_tasks_run_as_you(monkeypatch: pytest.MonkeyP
         assert users is None
     assert said[0].startswith("demo: not root: the tasks run as you (")
     assert "not root, so no OS users of its own" in demo_module._who(None)
+
+
+DEMO_SH = REPO / "scripts" / "demo.sh"
+SYSTEM_PYTHON = "/usr/bin/python3.11"
+needs_system_python = pytest.mark.skipif(
+    not (os.path.isfile(SYSTEM_PYTHON) and os.stat(SYSTEM_PYTHON).st_mode & 0o001),
+    reason=f"needs {SYSTEM_PYTHON}, executable by every user",
+)
+
+
+def _pick_python(path: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """scripts/demo.sh's choice of interpreter with this PATH (its functions, sourced)."""
+    return subprocess.run(
+        ["bash", "-c", f'source "{DEMO_SH}"; pick_python'],
+        env={**os.environ, "PATH": path, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture
+def dirs() -> Iterator[tuple[Path, Path]]:
+    """A directory every user may enter and one only its owner may, both under /tmp."""
+    public, private = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+    public.chmod(0o755)
+    private.chmod(0o700)
+    try:
+        yield public, private
+    finally:
+        shutil.rmtree(public)
+        shutil.rmtree(private)
+
+
+@needs_system_python
+def test_demo_sh_skips_a_python_only_its_owner_may_run(dirs: tuple[Path, Path]) -> None:
+    public, private = dirs
+    (private / "python3.11").symlink_to(SYSTEM_PYTHON)  # as a pyenv build under /root
+    shim = public / "python3.11"  # as pyenv's shim: anyone may run it, not what it runs
+    shim.write_text(f'#!/bin/sh\nexec "{private}/python3.11" "$@"\n')
+    shim.chmod(0o755)
+    for first in (private, public):
+        done = _pick_python(f"{first}:/usr/bin:/bin")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{SYSTEM_PYTHON}\n"
+        assert f"skipping {first}/python3.11" in done.stderr
+        assert "other users cannot run it" in done.stderr
+
+
+@needs_system_python
+def test_demo_sh_takes_the_first_python_every_user_may_run(dirs: tuple[Path, Path]) -> None:
+    public, _ = dirs
+    (public / "python3.11").symlink_to(SYSTEM_PYTHON)
+    done = _pick_python(f"{public}:/usr/bin:/bin")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{public}/python3.11\n", "")
+
+
+@needs_system_python
+def test_demo_sh_uses_python_as_told_and_warns_when_it_is_private(
+    dirs: tuple[Path, Path],
+) -> None:
+    _, private = dirs
+    (private / "python3.11").symlink_to(SYSTEM_PYTHON)
+    done = _pick_python("/usr/bin:/bin", PYTHON=f"{private}/python3.11")
+    assert done.stdout == f"{private}/python3.11\n"
+    assert "which other users cannot run" in done.stderr
+    told = _pick_python("/usr/bin:/bin", PYTHON=SYSTEM_PYTHON)
+    assert (told.stdout, told.stderr) == (f"{SYSTEM_PYTHON}\n", "")
+
+
+@needs_system_python
+def test_demo_sh_says_what_an_existing_venv_runs_on(dirs: tuple[Path, Path]) -> None:
+    """A .venv built before (perhaps on a private python) is used, saying what it runs on."""
+    public, private = dirs
+    (public / "scripts").mkdir()
+    shutil.copy(DEMO_SH, public / "scripts" / "demo.sh")
+    (private / "python3.11").symlink_to(SYSTEM_PYTHON)
+    venv = public / ".venv"
+    for python, said in (
+        (SYSTEM_PYTHON, f"demo.sh: .venv runs on {SYSTEM_PYTHON}\n"),
+        (f"{private}/python3.11", f"cannot run .venv/bin/isolate (mode of {private}); remove"),
+    ):
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
+        (venv / "bin" / "isolate").write_text('#!/bin/sh\necho "isolate $*"\n')
+        (venv / "bin" / "isolate").chmod(0o755)
+        done = subprocess.run(
+            ["bash", str(public / "scripts" / "demo.sh"), "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "isolate demo --json\n"
+        assert said in done.stderr
