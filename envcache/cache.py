@@ -3,6 +3,7 @@
 Layout under the root (created by the first build)::
 
     envs/<key>/        complete envs only, read-only (root, envs: 0755; env dirs 0555)
+    envs/.<key>.<rand> a finished build being made read-only, then renamed (0700)
     tmp/<key>.<rand>/  builds in progress, on the same filesystem so the rename is atomic (0700)
     locks/<key>.build  serializes builds of one key; locks/<key>.use: tasks vs removal (0700)
     locks/gc.lock      builds hold it shared while they link shared trees, gc exclusively (0700)
@@ -186,8 +187,10 @@ class EnvCache:
             env = self._existing(key)  # built by whoever held the lock before us
             if env is not None:
                 return env
-            for stale in self.tmp_dir.glob(f"{key}.*"):
-                tree.remove_tree(stale)  # left by a killed build of this key: we hold its lock
+            # Left by a killed build of this key (we hold its lock): its temporary directory,
+            # or its env not yet renamed to its key (see _publish).
+            for stale in [*self.tmp_dir.glob(f"{key}.*"), *self.envs_dir.glob(f".{key}.*")]:
+                tree.remove_tree(stale)
             return self._build(key, lock, interpreter)
 
     def has(self, key: str) -> bool:
@@ -306,7 +309,8 @@ class EnvCache:
             if not path.is_dir():
                 return True
             doomed = self.trash_dir / f"{key}.{secrets.token_hex(4)}"
-            os.rename(path, doomed)
+            # As its owner, not root: made writable for the move, while no task may use it.
+            tree.move_dir(path, doomed)
             tree.fsync_dir(self.envs_dir)
         tree.remove_tree(doomed)
         return True
@@ -395,11 +399,33 @@ class EnvCache:
             with self.gc_lock().shared():
                 recorded = finisher.finish(dest, key, lock, interpreter, tools, links, started)
                 final = self._env_path(key)
-                os.rename(dest, final)
-                tree.fsync_dir(self.envs_dir)
+                self._publish(dest, final)
         except BaseException:
             tree.remove_tree(dest)
             raise
         finally:
             requirements.unlink(missing_ok=True)
         return Env(key, final, recorded)
+
+    def _publish(self, dest: Path, final: Path) -> None:
+        """Make the finished build ``dest`` read-only and rename it to ``final`` in one step.
+
+        Moving a directory into another one needs write access to it (its ``..`` changes),
+        which root has whatever the mode and an owner who is not root lacks once it is 0555.
+        So the build first moves, still writable and private (0700: nobody else may even
+        read it), to ``envs/.<key>.<rand>`` (not an env key: never taken for an env, and
+        removed with the temporary directories of a killed build), is made read-only there,
+        then renamed within ``envs/``, which needs no write access to it. A task never sees
+        an env under its key that is writable or incomplete.
+        """
+        staged = self.envs_dir / f".{dest.name}"
+        os.chmod(dest, _PRIVATE_DIR)
+        os.rename(dest, staged)
+        try:
+            os.chmod(staged, tree.READ_ONLY_DIR)
+            tree.fsync_dir(staged)
+            os.rename(staged, final)
+        except BaseException:
+            tree.remove_tree(staged)
+            raise
+        tree.fsync_dir(self.envs_dir)

@@ -1,7 +1,7 @@
 """The end of an env build, after the backend has installed: share, compile, check, record.
 
 Kept apart from the cache's control flow (:mod:`envcache.cache`), which owns locking, the
-temporary directory and the final rename.
+temporary directory and publishing: making the env's own directory read-only and renaming it.
 """
 
 from __future__ import annotations
@@ -46,7 +46,11 @@ class Finisher:
         links: manifests.LinkStats,
         started: float,
     ) -> Manifest:
-        """Share trees, compile, check, make read-only and durable, write the manifest."""
+        """Share trees, compile, check, make read-only and durable, write the manifest.
+
+        ``dest`` itself is left writable: its owner could not move it into ``envs/`` otherwise
+        (see ``EnvCache._publish``).
+        """
         sharing = self.trees.share(dest, interpreter.cache_tag) if self.trees else None
         # Only trees new to the cache are left to compile: a handful of files when all are known.
         bytecode.compile_env(dest, parallel=sharing is None or bool(sharing.pending))
@@ -75,7 +79,6 @@ class Finisher:
             shared_size=sum(self.trees.load(d).size for d in shared.values()) if self.trees else 0,
         )
         tree.write_read_only(dest / MANIFEST_NAME, recorded.to_bytes())
-        os.chmod(dest, tree.READ_ONLY_DIR)
         tree.fsync_tree(dest)
         return recorded
 

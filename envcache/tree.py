@@ -57,17 +57,51 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def remove_tree(path: Path) -> None:
-    """Best-effort removal of a read-only tree (a failed or killed build, a removed env).
+def move_dir(source: Path, target: Path) -> None:
+    """Rename the directory ``source`` to ``target`` in another directory, even if read-only.
 
-    Only directories are made writable: files may share their inode with uv's cache.
+    Moving a directory to another parent rewrites its ``..`` entry, which needs write access
+    to the directory itself: root has it whatever the mode, the owner of a read-only env or
+    tree does not. For the owner it is made writable (by the owner only) just for the move;
+    the moved directory keeps its mode. Only for what is being removed (an env or a tree on
+    its way to the trash): a published env is never writable (see ``EnvCache._publish``).
+    """
+    try:
+        os.rename(source, target)
+        return
+    except PermissionError:
+        mode = stat.S_IMODE(os.lstat(source).st_mode)
+        if mode & stat.S_IWUSR or os.path.islink(source):
+            raise  # not the directory's mode: its parents', or not its owner
+    os.chmod(source, mode | stat.S_IWUSR)
+    try:
+        os.rename(source, target)
+    except BaseException:
+        os.chmod(source, mode)
+        raise
+    os.chmod(target, mode)
+
+
+def remove_tree(path: Path) -> None:
+    """Best-effort removal of a read-only tree (a failed or killed build, a removed env), as
+    root or as the tree's owner.
+
+    Only directories are made writable, each before it is read (its owner could not empty
+    a directory it may not list): files may share their inode with uv's cache.
     """
     if path.is_symlink() or not path.is_dir():
         path.unlink(missing_ok=True)
         return
-    for directory, _dirnames, _filenames in os.walk(path):
+    pending = [os.fspath(path)]
+    while pending:
+        directory = pending.pop()
         try:
             os.chmod(directory, 0o700)
+        except OSError:
+            pass
+        try:
+            with os.scandir(directory) as entries:
+                pending += [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
         except OSError:
             pass
     shutil.rmtree(path, ignore_errors=True)

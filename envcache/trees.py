@@ -307,7 +307,7 @@ class TreeStore:
         moved = []
         for digest in doomed:
             target = self.trash / f"tree-{digest}.{secrets.token_hex(4)}"
-            os.rename(self.path(digest), target)
+            tree.move_dir(self.path(digest), target)
             moved.append(target)
         tree.fsync_dir(self.root)
         for target in moved:
@@ -316,7 +316,7 @@ class TreeStore:
 
     def _discard(self, path: Path) -> None:
         target = self.trash / f"tree-{path.name}.{secrets.token_hex(4)}"
-        os.rename(path, target)
+        tree.move_dir(path, target)
         tree.remove_tree(target)
 
 

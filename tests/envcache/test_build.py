@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -227,6 +229,18 @@ def tamper(path: Path, data: bytes) -> None:
     path.chmod(0o444)
 
 
+@contextmanager
+def writable(directory: Path) -> Iterator[None]:
+    """Let the body add, remove or rename entries of the read-only ``directory`` (root may,
+    whatever its mode; its owner must make it writable first), then restore its mode."""
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    directory.chmod(mode | stat.S_IWUSR)
+    try:
+        yield
+    finally:
+        directory.chmod(mode)
+
+
 def test_a_tampered_env_is_detected(
     make_cache: MakeCache, wheelhouse: Wheelhouse, python311: Interpreter
 ) -> None:
@@ -268,13 +282,15 @@ def test_planted_and_removed_files_are_detected(
         "lib/python3.11/site-packages: mode 0755, was 0555",
     ]
     (packages / "evil.pth").unlink()
-    (packages / "tinylib" / "__init__.py").rename(packages / "moved.py")  # out of the tree
+    with writable(packages / "tinylib"):
+        (packages / "tinylib" / "__init__.py").rename(packages / "moved.py")  # out of the tree
     assert cache.verify(env.key) == [
         "lib/python3.11/site-packages/moved.py: not in the manifest",
         "lib/python3.11/site-packages: mode 0755, was 0555",
         "lib/python3.11/site-packages/tinylib/__init__.py: missing",
     ]
-    (env.path / MANIFEST_NAME).unlink()
+    with writable(env.path):
+        (env.path / MANIFEST_NAME).unlink()
     assert "has no manifest" in cache.verify(env.key)[0]
     with pytest.raises(CorruptEnvError, match="has no manifest"):
         cache.get(env.key)
@@ -390,3 +406,49 @@ def test_identical_files_are_shared_between_envs(
         two.path / "lib/python3.11/site-packages/pkg00/data.py"
     )
     assert cache.verify(one.key, deep=True) == cache.verify(two.key, deep=True) == []
+
+
+def test_an_env_appears_under_its_key_read_only_in_one_rename(
+    make_cache: MakeCache,
+    wheelhouse: Wheelhouse,
+    python311: Interpreter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = make_cache()
+    renames: list[tuple[Path, Path, int]] = []
+    real_rename = os.rename
+
+    def rename(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        mode = stat.S_IMODE(os.lstat(source).st_mode)
+        renames.append((Path(source), Path(target), mode))
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", rename)
+    env = cache.ensure(parse_requirements(wheelhouse.lock("tinylib==1.0")), python311)
+    monkeypatch.undo()
+    into_envs = [(s, t, mode) for s, t, mode in renames if t.parent == cache.envs_dir]
+    # Moved while writable and private to a name that is no key, made read-only there, then
+    # renamed within envs/: what a plain user may do, and nobody sees a writable env.
+    ((built, staged, private), (source, target, final)) = into_envs
+    assert built.parent == cache.tmp_dir and private == 0o700
+    assert staged.name == f".{built.name}" and source == staged
+    assert target == env.path and final == 0o555
+    assert sorted(os.listdir(cache.envs_dir)) == [env.key]
+
+
+def test_a_build_killed_before_its_last_rename_is_no_env_and_is_removed_by_the_next(
+    make_cache: MakeCache, wheelhouse: Wheelhouse, python311: Interpreter
+) -> None:
+    cache = make_cache()
+    other = cache.ensure(parse_requirements(wheelhouse.lock("tinylib==2.0")), python311)
+    lock = parse_requirements(wheelhouse.lock("tinylib==1.0"))
+    key = cache.key_for(lock, python311)
+    staged = cache.envs_dir / f".{key}.k1ll3d_0"
+    (staged / "bin").mkdir(parents=True)
+    (staged / "bin" / "python").symlink_to(PYTHON)
+    (staged / "bin").chmod(0o555)
+    staged.chmod(0o555)
+    assert cache.keys() == [other.key] and cache.get(key) is None
+    env = cache.ensure(lock, python311)
+    assert sorted(os.listdir(cache.envs_dir)) == sorted([other.key, env.key])
+    assert cache.verify(env.key, deep=True) == []

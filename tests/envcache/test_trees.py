@@ -22,7 +22,7 @@ from envcache.manifest import MANIFEST_NAME
 from envcache.trees import LINK_DIR
 from tests.conftest import BIG, Wheelhouse
 from tests.envcache.conftest import MakeCache
-from tests.envcache.test_build import run_in_env, tamper
+from tests.envcache.test_build import run_in_env, tamper, writable
 from tests.envcache.test_concurrency import start_ensure
 
 pytestmark = pytest.mark.slow
@@ -115,8 +115,9 @@ def test_tampering_in_a_shared_tree_is_detected_in_every_env_and_a_rebuild_repai
     module = cache.envs_dir / keys[0] / SITE / "pkg00" / "data.py"
     relative = f"{SITE}/pkg00/data.py"
     original = module.read_bytes()
-    module.unlink()  # break the hardlink with uv's cache, as a careful admin would
-    module.write_bytes(original.replace(b"+ 1\n", b"- 1\n"))
+    with writable(module.parent):
+        module.unlink()  # break the hardlink with uv's cache, as a careful admin would
+        module.write_bytes(original.replace(b"+ 1\n", b"- 1\n"))
     module.chmod(0o444)
     for key in keys:
         assert cache.verify(key) == []
@@ -142,12 +143,12 @@ def test_an_env_whose_tree_is_gone_is_corrupt(
     lock = parse_requirements(wheelhouse.lock("tinylib==1.0"))
     env = cache.ensure(lock, python311)
     digest = env.manifest.trees[f"{SITE}/tinylib"]
-    cache.trees.path(digest).rename(cache.root / "elsewhere")
+    tree.move_dir(cache.trees.path(digest), cache.root / "elsewhere")
     assert cache.verify(env.key) == [f"{SITE}/tinylib: shared tree {digest} is missing"]
     with pytest.raises(CorruptEnvError, match="is missing"):
         cache.ensure(lock, python311)
     # A link pointed elsewhere is seen too.
-    (cache.root / "elsewhere").rename(cache.trees.path(digest))
+    tree.move_dir(cache.root / "elsewhere", cache.trees.path(digest))
     link = env.path / SITE / "tinylib"
     (env.path / SITE).chmod(0o755)
     link.unlink()
@@ -220,12 +221,28 @@ def test_gc_prunes_trees_no_env_links_to_and_waits_for_builds(
     assert run_in_env(two_env.python, "import pkg00, tinylib; print(tinylib.VERSION)") == "2.0"
 
 
+def test_gc_removes_an_env_its_trees_and_uv_cache_entries_and_the_cache_can_go(
+    make_cache: MakeCache, wheelhouse: Wheelhouse, python311: Interpreter
+) -> None:
+    cache = make_cache()
+    one, two = two_envs(cache, wheelhouse, python311)
+    plan = gc.plan(gc.facts(cache), {two: "root"}, now=datetime.now(UTC))
+    report = gc.collect(cache, plan)  # uv's cache is pruned too: an env went
+    assert [d.key for d in report.removed] == [one] and report.trees_removed == 2
+    assert cache.keys() == [two] and list(cache.trash_dir.iterdir()) == []
+    assert cache.verify(two, deep=True) == []
+    # Read-only envs, trees and uv's cache entries: all removable by the cache's owner.
+    tree.remove_tree(cache.root)
+    assert not cache.root.exists()
+
+
 def test_gc_keeps_the_trees_of_an_env_with_an_unreadable_manifest(
     make_cache: MakeCache, wheelhouse: Wheelhouse, python311: Interpreter
 ) -> None:
     cache = make_cache()
     env = cache.ensure(parse_requirements(wheelhouse.lock("tinylib==1.0")), python311)
-    (env.path / MANIFEST_NAME).unlink()
+    with writable(env.path):
+        (env.path / MANIFEST_NAME).unlink()
     assert gc.prune_shared(cache) == 0
     assert all(cache.trees.has(digest) for digest in env.manifest.trees.values())
 
