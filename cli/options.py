@@ -11,7 +11,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 home_option: Callable[[F], F] = click.option(
     "--home",
-    type=click.Path(file_okay=False, path_type=str),
+    type=click.Path(file_okay=False, readable=False, path_type=str),  # a home is 0711
     default=None,
     metavar="DIR",
     help="The isolate home (default: $ISOLATE_HOME, /var/lib/isolate as root, "
