@@ -10,12 +10,15 @@ import click
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, short_hash
 from cli.progress import ticking
-from isolate.config import Config, author_config, is_admin
+from isolate.config import Config, author_config, current_user, is_admin
 from isolate.dagfile import FolderSnapshot, load_folder
 from isolate.home import open_store
-from isolate.push import PushResult, commit_snapshot, current_user
+from isolate.push import PushResult, commit_snapshot
 from isolate.pushclient import push_via_server, socket_path
 from localexec.timetable import count_due
+
+# Seconds a step of loading the folder runs before its progress line appears (on a terminal).
+STEP_AFTER = 1.0
 
 
 @click.command()
@@ -44,7 +47,11 @@ def push(
       isolate push dags/etl -m "load into the new warehouse"
     """
     config = author_config(home)
-    snapshot = load_folder(path, settings=config.settings)
+    # Bundling, importing and validating are quick for most folders: a line appears only
+    # for a step that takes a while (a folder of many files, a slow DAG file).
+    snapshot = load_folder(
+        path, settings=config.settings, step=lambda label: ticking(label, after=STEP_AFTER)
+    )
     if is_admin(config):
         with open_store(config) as store:
             results = commit_snapshot(
@@ -59,7 +66,8 @@ def push(
                 ),
             )
     else:
-        results = push_via_server(socket_path(config), snapshot, message)
+        with ticking("pushing through the scheduler", after=STEP_AFTER):
+            results = push_via_server(socket_path(config), snapshot, message)
     catchup = catchup_runs(config, snapshot, results)
     for dag_id, count in catchup.items():
         click.echo(f"isolate push: {dag_id}: {describe_catchup(config, count)}", err=True)

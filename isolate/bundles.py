@@ -21,7 +21,7 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,11 +46,34 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 @dataclass(frozen=True)
 class Bundle:
-    """An immutable code bundle: ``data`` is the tar, ``hash`` its identity, ``files`` its paths."""
+    """An immutable code bundle: ``data`` is the tar, ``hash`` its identity, ``files`` its paths.
+
+    :func:`make_bundle` also keeps where each file's content lies in ``data``, so that reading
+    files of a bundle just made needs no parse of the archive.
+    """
 
     data: bytes
     hash: str
     files: tuple[str, ...]
+    _members: tuple[_Member, ...] | None = field(default=None, compare=False, repr=False)
+
+    def read_files(self, paths: Iterable[str]) -> dict[str, bytes]:
+        """The content of each of ``paths`` that is a file of the bundle (see
+        :func:`read_bundle_files`)."""
+        if self._members is None:
+            return read_bundle_files(self.data, paths)
+        wanted = set(paths)
+        return {m.name: self._content(m) for m in self._members if m.name in wanted}
+
+    def extract(self, dest: Path, *, select: Callable[[str], bool] | None = None) -> None:
+        """:func:`extract_bundle` of the bundle's data (only the files ``select`` accepts)."""
+        if self._members is None:
+            extract_bundle(self.data, dest, select=select)
+        else:
+            _extract(self._members, self.data, Path(dest), select)
+
+    def _content(self, member: _Member) -> bytes:
+        return self.data[member.start : member.start + member.size]
 
 
 def bundle_hash(data: bytes) -> str:
@@ -74,16 +97,18 @@ def is_excluded(parts: Sequence[str], is_dir: bool, *, is_venv: bool = False) ->
     return name in EXCLUDED_FILES or name.endswith(EXCLUDED_SUFFIXES)
 
 
-def make_bundle(folder: Path, *, max_bytes: int) -> Bundle:
-    """Snapshot the DAG ``folder`` into a deterministic bundle of at most ``max_bytes`` bytes.
+def make_bundle(folder: Path, *, max_bytes: int, max_files: int | None = None) -> Bundle:
+    """Snapshot the DAG ``folder`` into a deterministic bundle of at most ``max_bytes`` bytes
+    and ``max_files`` files (no cap on the count if ``None``).
 
     Only regular files are stored, sorted by path, with mtime 0, owner 0/0 without names, and mode
     0o755 if any exec bit is set, else 0o644. Directories are implied by file paths, so empty
     directories are not kept (as in git): leftover empty directories never change the hash.
     Excluded entries (see :func:`is_excluded`) are skipped. Symlinks that stay inside the folder
     are followed and stored under the link's own path; any other symlink, special file,
-    unreadable file, non-UTF-8 or multi-line name, or exceeding the cap raises
-    :class:`BundleError`. A folder with no file left to bundle is an error too.
+    unreadable file, non-UTF-8 or multi-line name, or exceeding a cap raises
+    :class:`BundleError`. A folder with no file left to bundle is an error too. Over the file
+    cap, the walk goes on only to count: the error says how many files there are.
     """
     folder = Path(folder)
     try:
@@ -92,26 +117,72 @@ def make_bundle(folder: Path, *, max_bytes: int) -> Bundle:
         raise BundleError(f"DAG folder {folder} cannot be opened: {exc.strerror}") from None
     if not root.is_dir():
         raise BundleError(f"DAG folder {folder} is not a directory")
-    walk = _Walk(folder, root, max_bytes)
+    walk = _Walk(folder, root, max_bytes, max_files)
     walk.visit(root, (), frozenset({root}))
+    if max_files is not None and walk.count > max_files:
+        raise BundleError(
+            f"DAG folder {folder} has {walk.count} files to bundle, over the cap of {max_files} "
+            "files (the max_bundle_files setting); leave out what tasks do not need or raise "
+            "max_bundle_files"
+        )
     if not walk.files:
         raise BundleError(f"DAG folder {folder} has no files to bundle (after exclusions)")
     names = sorted(walk.files)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
-        for name in names:
-            content, executable = _read_file(walk.files[name], folder / name, max_bytes)
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.type = len(content), 0, tarfile.REGTYPE
-            info.mode = _EXEC_MODE if executable else _FILE_MODE
-            info.uid, info.gid, info.uname, info.gname = 0, 0, "", ""
-            tar.addfile(info, io.BytesIO(content))
-            if buf.tell() > max_bytes:  # files grew since the walk measured them
-                raise _too_big(folder, buf.tell(), max_bytes, at_least=True)
-    data = buf.getvalue()
+    chunks: list[bytes] = []
+    members: list[_Member] = []
+    offset = 0
+    for name in names:
+        content, executable = _read_file(walk.files[name], folder, name, max_bytes)
+        mode = _EXEC_MODE if executable else _FILE_MODE
+        header = _header(name, len(content), mode)
+        offset += len(header)
+        members.append(_Member(name, False, mode, offset, len(content)))
+        padding = -len(content) % _BLOCK
+        chunks += (header, content, bytes(padding))
+        offset += len(content) + padding
+        if offset > max_bytes:  # files grew since the walk measured them
+            raise _too_big(folder, offset, max_bytes, at_least=True)
+    # The end: two zero blocks, then zeros up to a whole record (as tarfile writes it).
+    end = offset + len(_END_MARKER)
+    chunks.append(bytes(len(_END_MARKER) + -end % tarfile.RECORDSIZE))
+    data = b"".join(chunks)
     if len(data) > max_bytes:
         raise _too_big(folder, len(data), max_bytes, at_least=False)
-    return Bundle(data=data, hash=bundle_hash(data), files=tuple(names))
+    return Bundle(data=data, hash=bundle_hash(data), files=tuple(names), _members=tuple(members))
+
+
+def _header(name: str, size: int, mode: int) -> bytes:
+    """The tar header of a regular file, byte for byte as :mod:`tarfile` writes it in PAX
+    format with mtime 0 and owner 0/0 without names.
+
+    The common case (an ASCII name of at most 100 characters) is one ustar block built here,
+    far faster than a ``TarInfo``; any other name gets tarfile's own header (with a PAX
+    extended header before it).
+    """
+    encoded = name.encode("utf-8")
+    if len(encoded) <= _NAME_FIELD and encoded.isascii() and size < _MAX_USTAR_SIZE:
+        fields = b"%b%07o\x00%b%011o\x00%b" % (
+            encoded.ljust(_NAME_FIELD, b"\x00"),
+            mode,
+            _OWNER_FIELDS,
+            size,
+            _AFTER_SIZE,
+        )
+        block = fields.ljust(_BLOCK, b"\x00")
+        checksum = sum(block)  # with the checksum field as 8 spaces, as the format says
+        return block[:148] + b"%06o\x00" % checksum + block[155:]
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.type, info.mode = size, 0, tarfile.REGTYPE, mode
+    info.uid, info.gid, info.uname, info.gname = 0, 0, "", ""
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+_NAME_FIELD = 100
+_MAX_USTAR_SIZE = 8**11
+# uid and gid 0, then (after the size) mtime 0, the checksum as spaces, a regular file, no
+# link name, the ustar magic, empty user and group names, no device numbers, no prefix.
+_OWNER_FIELDS = b"0000000\x00" * 2
+_AFTER_SIZE = b"00000000000\x00" + b" " * 8 + tarfile.REGTYPE + bytes(100) + tarfile.POSIX_MAGIC
 
 
 def list_bundle(data: bytes) -> list[str]:
@@ -120,24 +191,49 @@ def list_bundle(data: bytes) -> list[str]:
 
 
 def read_bundle_file(data: bytes, path: str) -> bytes:
-    """The content of the file ``path`` in bundle ``data``; :class:`BundleError` if absent."""
-    for member in _members(data):
-        if member.name == path and not member.is_dir:
-            return data[member.start : member.start + member.size]
-    raise BundleError(f"bundle has no file {path!r}")
+    """The content of the file ``path`` in bundle ``data``; :class:`BundleError` if absent.
+
+    Each call reads the whole archive: to read several files, use :func:`read_bundle_files`.
+    """
+    found = read_bundle_files(data, [path])
+    if path not in found:
+        raise BundleError(f"bundle has no file {path!r}")
+    return found[path]
 
 
-def extract_bundle(data: bytes, dest: Path, *, expected_hash: str | None = None) -> None:
+def read_bundle_files(data: bytes, paths: Iterable[str]) -> dict[str, bytes]:
+    """The content of each of ``paths`` that is a file in bundle ``data`` (absent ones are left
+    out), reading and validating the archive once whatever the number of paths."""
+    wanted = set(paths)
+    return {
+        m.name: data[m.start : m.start + m.size]
+        for m in _members(data)
+        if not m.is_dir and m.name in wanted
+    }
+
+
+def extract_bundle(
+    data: bytes,
+    dest: Path,
+    *,
+    expected_hash: str | None = None,
+    select: Callable[[str], bool] | None = None,
+) -> None:
     """Write bundle ``data`` under ``dest``, which must not exist yet or be an empty directory.
 
     Everything is validated before the first write; files are created exclusively, never through
     a symlink, with mode 0o644 or 0o755 (never setuid, setgid or sticky) and the caller's
     ownership. On any failure the partial extraction is removed and :class:`BundleError` raised.
+    With ``select``, only the files whose path it accepts are written (and their directories).
     """
     if expected_hash is not None and (actual := bundle_hash(data)) != expected_hash:
         raise BundleError(f"bundle hash {actual} does not match the expected {expected_hash}")
-    members = _members(data)
-    dest = Path(dest)
+    _extract(_members(data), data, Path(dest), select)
+
+
+def _extract(
+    members: Sequence[_Member], data: bytes, dest: Path, select: Callable[[str], bool] | None
+) -> None:
     created = _prepare_dest(dest)
     try:
         dest_fd = os.open(dest, _DIR_FLAGS)
@@ -145,7 +241,8 @@ def extract_bundle(data: bytes, dest: Path, *, expected_hash: str | None = None)
             if created:
                 os.fchmod(dest_fd, _DIR_MODE)  # mkdir's mode was narrowed by the umask
             for member in members:
-                _write_member(dest_fd, member, data)
+                if member.is_dir or select is None or select(member.name):
+                    _write_member(dest_fd, member, data)
         finally:
             os.close(dest_fd)
     except OSError as exc:
@@ -163,45 +260,58 @@ class _Walk:
     folder: Path
     root: Path
     max_bytes: int
-    files: dict[str, Path] = field(default_factory=dict)
+    max_files: int | None = None
+    files: dict[str, str | Path] = field(default_factory=dict)
+    # Files found, kept or not: past max_files the walk only counts.
+    count: int = 0
     # A lower bound of the archive size: a header block per file, padded data, the end marker.
     estimate: int = len(_END_MARKER)
 
     def visit(self, real_dir: Path, rel: tuple[str, ...], ancestors: frozenset[Path]) -> None:
+        # Plain strings and the directory entries' own lstat below: pathlib per file would
+        # cost more than reading the file.
         try:
-            with os.scandir(real_dir) as entries:
-                names = sorted(entry.name for entry in entries)
+            with os.scandir(real_dir) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as exc:
             raise BundleError(f"cannot list {self.folder.joinpath(*rel)}: {exc.strerror}") from None
-        for name in names:
+        for entry in entries:
+            name = entry.name
             parts = (*rel, name)
-            shown = self.folder.joinpath(*parts)
-            target = real_dir / name
+            target: str | Path = entry.path
             try:
-                st = target.lstat()
+                st = entry.stat(follow_symlinks=False)
                 if stat.S_ISLNK(st.st_mode):
                     if is_excluded(parts, True) or is_excluded(parts, False):
                         continue  # e.g. a `.venv` link to an environment elsewhere
-                    target = self._follow(target, shown)
+                    target = self._follow(Path(target), self.folder.joinpath(*parts))
                     st = target.stat()
             except OSError as exc:
+                shown = self.folder.joinpath(*parts)
                 raise BundleError(f"cannot read {shown}: {exc.strerror}") from None
             if stat.S_ISDIR(st.st_mode):
-                if is_excluded(parts, True, is_venv=(target / "pyvenv.cfg").exists()):
+                real = Path(target)
+                if is_excluded(parts, True, is_venv=(real / "pyvenv.cfg").exists()):
                     continue
-                _check_name(name, shown)
-                if target in ancestors:
-                    raise BundleError(f"symlink loop: {shown} leads back to {target}")
-                self.visit(target, parts, ancestors | {target})
+                _check_name(name, self.folder, parts)
+                if real in ancestors:
+                    shown = self.folder.joinpath(*parts)
+                    raise BundleError(f"symlink loop: {shown} leads back to {real}")
+                self.visit(real, parts, ancestors | {real})
             elif stat.S_ISREG(st.st_mode):
                 if is_excluded(parts, False):
                     continue
-                _check_name(name, shown)
+                _check_name(name, self.folder, parts)
+                self.count += 1
+                if self.max_files is not None and self.count > self.max_files:
+                    self.files.clear()  # too many: from here on, only count
+                    continue
                 self.estimate += _BLOCK + -(-st.st_size // _BLOCK) * _BLOCK
                 if self.estimate > self.max_bytes:
                     raise _too_big(self.folder, self.estimate, self.max_bytes, at_least=True)
                 self.files["/".join(parts)] = target
             else:
+                shown = self.folder.joinpath(*parts)
                 raise BundleError(f"{shown} is a socket, fifo or device, not a regular file")
 
     def _follow(self, link: Path, shown: Path) -> Path:
@@ -220,28 +330,50 @@ class _Walk:
         return real
 
 
-def _check_name(name: str, shown: Path) -> None:
+def _check_name(name: str, folder: Path, parts: tuple[str, ...]) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raise BundleError(
-            f"file name {os.fsencode(shown)!r} is not valid UTF-8; rename it"
+            f"file name {os.fsencode(folder.joinpath(*parts))!r} is not valid UTF-8; rename it"
         ) from None
     if "\n" in name or "\r" in name:
-        raise BundleError(f"file name {str(shown)!r} contains a newline; rename it")
+        shown = str(folder.joinpath(*parts))
+        raise BundleError(f"file name {shown!r} contains a newline; rename it")
 
 
-def _read_file(path: Path, shown: Path, limit: int) -> tuple[bytes, bool]:
-    """Content and exec bit of ``path``; O_NONBLOCK so a file swapped for a fifo cannot hang us."""
+def _read_file(path: str | Path, folder: Path, rel: str, limit: int) -> tuple[bytes, bool]:
+    """Content and exec bit of ``path``; O_NONBLOCK so a file swapped for a fifo cannot hang us.
+
+    Reads the size ``fstat`` gives, plus a byte to see whether the file grew (then the rest,
+    up to ``limit`` + 1): asking for ``limit`` bytes at once would allocate that much for
+    every file.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(fd, "rb") as f:
+        try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise BundleError(f"{shown} stopped being a regular file while it was bundled")
-            return f.read(limit + 1), bool(st.st_mode & 0o111)
+                raise BundleError(
+                    f"{folder / rel} stopped being a regular file while it was bundled"
+                )
+            content = _read_up_to(fd, min(st.st_size, limit) + 1)
+            if len(content) > st.st_size:
+                content += _read_up_to(fd, limit + 1 - len(content))
+            return content, bool(st.st_mode & 0o111)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        raise BundleError(f"cannot read {shown}: {exc.strerror}") from None
+        raise BundleError(f"cannot read {folder / rel}: {exc.strerror}") from None
+
+
+def _read_up_to(fd: int, count: int) -> bytes:
+    """At most ``count`` bytes of ``fd``, fewer only at its end."""
+    chunks = []
+    while count > 0 and (chunk := os.read(fd, count)):
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
 
 
 def _too_big(folder: Path, size: int, cap: int, *, at_least: bool) -> BundleError:

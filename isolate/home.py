@@ -41,6 +41,8 @@ _TEMPLATE = """\
 # Largest serialized DAG document and code bundle accepted by `isolate push`.
 # max_spec_bytes = "4M"
 # max_bundle_bytes = "32M"
+# Most files a code bundle may hold (after caches, VCS and virtualenv directories).
+# max_bundle_files = 30000
 # Largest log of one try: the task's output beyond it is dropped, with a marker.
 # max_log_bytes = "100M"
 # Whether a DAG pushed for the first time starts paused.
