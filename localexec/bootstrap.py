@@ -1,8 +1,8 @@
 """The task process's entry script: the "dumb worker" that runs inside a DAG's own env.
 
 The supervisor runs a copy of this file as ``<env>/bin/python -I bootstrap.py``. It imports
-the standard library only (this project is not installed in the env, and must not be:
-DESIGN.md, "the worker is dumb"). It
+the standard library only (this project is not installed in the env, and must not be: a
+task's env holds its own packages alone, docs/architecture.md). It
 
 1. reads its context, one JSON document, from the inherited fd named by ``ISOLATE_CTX_FD``
    until EOF, then closes that fd;
@@ -14,7 +14,7 @@ DESIGN.md, "the worker is dumb"). It
    ``callback`` mode: calls ``callable(context)``;
 5. writes one JSON message to the fd named by ``ISOLATE_XCOM_FD``: ``{"xcom": value}`` on
    success, ``{"error": "one line"}`` on failure. Never pickle: the supervisor parses JSON
-   only (DESIGN.md: task output is hostile data).
+   only (docs/security.md: task output is hostile data).
 
 Exit codes: 0 success, 1 the callable (or its result) failed, 2 the context was unusable.
 Tracebacks go to stderr, which the supervisor has pointed at the attempt's log.

@@ -15,7 +15,7 @@ before uid, or the gid change is no longer permitted):
    ``PR_SET_PDEATHSIG`` (the task dies with its supervisor). The death signal is set last:
    the kernel clears it whenever credentials change.
 
-Refusing root and low uids as run-as users is the mapping's rule (DESIGN.md invariants); this
+Refusing root and low uids as run-as users is the mapping's rule (docs/security.md); this
 function refuses root again and fails closed on anything unexpected.
 """
 

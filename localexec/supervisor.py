@@ -5,7 +5,7 @@ returns a :class:`Running`; ``wait(running)`` blocks until the task process has 
 returns an :class:`Outcome`. The scheduler calls them from an executor slot; a crash
 between the two loses nothing: ``pid`` + ``start_time`` identify the process for re-adoption.
 
-The result pipe carries hostile data (DESIGN.md invariants): it is read with a size cap (over
+The result pipe carries hostile data (docs/security.md): it is read with a size cap (over
 the cap is an error, never a truncation), parsed as JSON only, and nothing in it is ever used
 as a path.
 """

@@ -1,4 +1,4 @@
-"""The package layering of DESIGN.md, and no import cycles between modules."""
+"""The package layering of docs/architecture.md, and no import cycles between modules."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from isolate.validate import find_cycle
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("isolate", "envcache", "localexec", "cli")
-# What each package may import, per DESIGN.md's arrows.
+# What each package may import, per docs/architecture.md's arrows.
 ALLOWED = {
     "envcache": {"envcache"},
     "isolate": {"isolate", "envcache"},
