@@ -4,10 +4,11 @@ The suite normally runs as root, which may write into read-only directories, ren
 read every file whatever its mode: code that only works as root passes unnoticed. A plain
 user cannot use the suite's own virtualenv (tox's ``.tox/`` is private to root, and its
 ``bin/python`` is a symlink to a pyenv interpreter in root's private home), so
-:func:`plain_user` gives it one of its own: a venv of the world-executable system interpreter holding this venv's
-packages (hardlinked, so it takes well under a second), the project itself still imported
-from the checkout by the editable install. The user has a private home for pytest's temporary
-files and Hypothesis' database; the checkout is only read.
+:func:`plain_user` gives it one of its own: a venv of the world-executable system
+interpreter holding this venv's packages (hardlinked, so it takes well under a second) and
+console scripts, the project itself still imported from the checkout by the editable
+install. The user has a private home for pytest's temporary files and Hypothesis' database;
+the checkout is only read.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ class PlainUser:
             "LC_ALL": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",  # the checkout is root's
             "HYPOTHESIS_STORAGE_DIRECTORY": os.fspath(self.home / ".hypothesis"),
-            "TMPDIR": os.fspath(self.home),
             **{k: v for k, v in os.environ.items() if k.startswith("ISOLATE_TEST_")},
         }
 
@@ -173,7 +173,22 @@ def _mirror_venv(dest: Path) -> Path:
     for source in sorted(sources):
         shutil.copytree(source, target, symlinks=True, copy_function=_link, dirs_exist_ok=True)
     _link(uv.uv_bin(), os.fspath(dest / "bin" / "uv"))
+    _copy_scripts(Path(sysconfig.get_path("scripts")), dest / "bin")
     return dest / "bin" / "python"
+
+
+def _copy_scripts(source: Path, target: Path) -> None:
+    """The console scripts (``isolate``, ``pytest``...) of ``source``, for ``target``'s python."""
+    ours = f"#!{source / 'python'}".encode()
+    for script in sorted(source.iterdir()):
+        destination = target / script.name
+        if destination.exists() or not script.is_file() or script.is_symlink():
+            continue
+        with script.open("rb") as handle:
+            first, rest = handle.readline(), handle.read()
+        if first.rstrip() == ours:
+            destination.write_bytes(f"#!{target / 'python'}\n".encode() + rest)
+            destination.chmod(0o755)
 
 
 def _link(source: str, target: str) -> None:
