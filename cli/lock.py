@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli.options import home_option
-from isolate.config import load_config
+from isolate.config import author_config
 
 
 @click.command()
@@ -58,7 +58,7 @@ def lock(
     Example:
       isolate lock dags/etl --find-links /srv/wheelhouse --no-index
     """
-    config = load_config(home)
+    config = author_config(home)  # an author may not read the admin's isolate.toml
     from isolate.locking import lock_folder  # pip-tools and uv's code: not to complete
 
     result = lock_folder(

@@ -19,7 +19,7 @@ from cli import daemonlog
 from cli.completion import complete_dag_ids
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, printable, short_hash, write_output
-from isolate.config import Config, current_user, load_config
+from isolate.config import Config, author_config, current_user, load_config
 from isolate.errors import IsolateError, NotFoundError, StoreError, UsageError
 from isolate.home import open_store
 from isolate.states import TaskState
@@ -484,7 +484,8 @@ def test_task(path: Path, task_id: str, dag_id: str | None, home: str | None) ->
     """
     from localexec.adhoc import run_task
 
-    result = run_task(load_config(home), path, task_id, dag_id=dag_id)
+    # An author may not read the admin's isolate.toml: the defaults and ISOLATE_* still apply.
+    result = run_task(author_config(home), path, task_id, dag_id=dag_id)
     write_output(result.log.encode("utf-8", "replace"))
     if result.outcome.has_xcom:
         click.echo(f"xcom: {json.dumps(result.outcome.xcom, sort_keys=True)}")

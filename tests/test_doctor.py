@@ -103,7 +103,8 @@ def test_loosened_permissions_fail(cli, home: Path, make_folder) -> None:
 
 def test_an_interpreter_task_users_cannot_run_fails(cli, home: Path, monkeypatch) -> None:
     pyenv = Path("/root/.pyenv/versions")
-    candidates = sorted(pyenv.glob("3.*/bin/python3")) if pyenv.is_dir() else []
+    readable = os.access("/root", os.R_OK | os.X_OK) and pyenv.is_dir()
+    candidates = sorted(pyenv.glob("3.*/bin/python3")) if readable else []
     if not candidates:
         pytest.skip("no interpreter under root's 0700 home on this machine")
     monkeypatch.setenv("ISOLATE_ENV_PYTHON", str(candidates[0]))
