@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -22,6 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
 from demo_wheels import WHEELHOUSE, build  # noqa: E402
+
+from tests.osusers import os_users  # noqa: E402
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the demo makes OS users only as root")
 
 
 def test_the_shipped_wheelhouse_is_what_its_script_builds(tmp_path: Path) -> None:
@@ -44,14 +53,12 @@ def test_the_demo_runs_each_team_in_its_env_as_its_user_and_cleans_up() -> None:
     assert all(r["state"] == "success" and r["duration"] is not None for r in rows.values())
     for team, version in (("north", "1.0"), ("south", "2.0")):
         mine = [r for (dag, _), r in rows.items() if dag == f"demo.{team}"]
-        assert {r["user"] for r in mine} == {f"isodemo-{team}"}
+        assert {r["user"] for r in mine} == {f"isodemo-{team}-{os.getpid()}"}
         assert {r["library"] for r in mine} == {version, None}  # whoami reports none
         assert len({r["env_key"] for r in mine}) == 1
     assert rows["demo.north", "extract"]["env_key"] != rows["demo.south", "extract"]["env_key"]
     assert shown["node"] is None  # removed
-    for team in ("north", "south"):
-        with pytest.raises(KeyError):
-            pwd.getpwnam(f"isodemo-{team}")
+    assert demo_users_of(os.getpid()) == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the demo makes OS users only as root")
@@ -60,9 +67,164 @@ def test_the_demo_table_says_what_ran_where() -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert lines[0].split() == ["DAG", "TASK", "STATE", "OS", "USER", "ENV", "DEMOLIB", "DURATION"]
-    assert "demo.north  extract    success  isodemo-north" in result.stdout
-    assert "as its team's OS user (isodemo-north, isodemo-south)" in result.stdout
-    assert "removed the users isodemo-north, isodemo-south" in result.stderr
+    north, south = (f"isodemo-{team}-{os.getpid()}" for team in ("north", "south"))
+    assert re.search(rf"demo\.north +extract +success +{north} ", result.stdout)
+    assert f"as its team's OS user ({north}, {south})" in result.stdout
+    assert f"removed the users {north}, {south}" in result.stderr
+
+
+def demo_users_of(pid: int) -> list[str]:
+    """The users a demo of process ``pid`` made and has not removed."""
+    mark = re.compile(rf"^isodemo-[a-z]+-{pid}(-[0-9]+)?$")
+    return sorted(user.pw_name for user in pwd.getpwall() if mark.match(user.pw_name))
+
+
+@pytest.fixture
+def demo_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty directory the demo's (in this process) temporary node goes into."""
+    path = Path(tempfile.mkdtemp(prefix="isodemo-tmp-"))
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@needs_root
+def test_two_demos_at_once_each_run_as_and_remove_only_their_own_users(tmp_path: Path) -> None:
+    """Two demos at once, from a TMPDIR the demo users cannot reach (pytest's, 0700): each
+    puts its node in /tmp instead, runs as its own users and removes only them."""
+    exe = Path(sys.executable).parent / "isolate"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    demos = [
+        subprocess.Popen(
+            [exe, "demo", *extra],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for extra in (["--json"], [])
+    ]
+    users = []
+    for process in demos:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        mine = {f"isodemo-{team}-{process.pid}" for team in ("north", "south")}
+        if process.args[-1] == "--json":
+            tasks = json.loads(out)["tasks"]
+            assert {task["user"] for task in tasks} == mine
+            assert all(task["state"] == "success" for task in tasks)
+        else:
+            assert f"cannot reach {tmp_path}: the node goes in /tmp" in err
+            node = re.search(r"throwaway node in (/tmp/isolate-demo-\S+)", err)
+            assert node and not Path(node.group(1)).exists()
+            assert out.count(" success ") == 6 and all(name in out for name in mine)
+        users.append(mine)
+        assert demo_users_of(process.pid) == []
+    assert not users[0] & users[1]
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_root
+def test_the_demo_leaves_alone_a_user_it_did_not_create() -> None:
+    taken = f"isodemo-north-{os.getpid()}"  # as left by a demo whose pid this one now has
+    with os_users(taken):
+        said: list[str] = []
+        with demo_module._demo_users(said.append) as users:
+            assert users is not None
+            assert users["north"] == f"{taken}-1" and users["south"] != taken
+            made = set(users.values())
+            assert all(pwd.getpwnam(name) for name in made)
+        assert pwd.getpwnam(taken)  # still there
+        assert demo_users_of(os.getpid()) == [taken]
+        assert said[-1] == f"demo: removed the users {', '.join(users.values())}"
+
+
+@pytest.mark.parametrize("failure", [demo_module.DemoError("boom"), KeyboardInterrupt()])
+def test_a_failed_demo_leaves_no_node_and_no_users(
+    failure: BaseException, demo_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: dict[str, str] = {}
+
+    def fail(base: Path, users: dict[str, str] | None, say: object) -> None:
+        (base / "home").mkdir()
+        (base / "home" / "isolate.db").write_text("half made")
+        made.update(users or {})
+        raise failure
+
+    monkeypatch.setattr(demo_module, "_run", fail)
+    result = CliRunner().invoke(isolate, ["demo", "--keep"])
+    assert result.exit_code == 1 and list(demo_tmp.iterdir()) == []
+    if os.geteuid() == 0:
+        assert len(made) == 2 and demo_users_of(os.getpid()) == []
+
+
+@needs_root
+def test_a_demo_stopped_while_its_tasks_run_kills_them_and_cleans_up(
+    demo_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while tasks run: they are killed (here they are held stopped, so that they
+    cannot end by themselves first), the users removed (userdel refuses a user whose
+    processes live) and the node deleted."""
+    held: list[int] = []
+
+    class Stopped(demo_module.Scheduler):
+        def run(self, *, until_idle: bool = False, stop: object = None) -> None:
+            super().run(until_idle=until_idle, stop=lambda: bool(self.executor.running_keys))
+            uids = {pwd.getpwnam(name).pw_uid for name in demo_users_of(os.getpid())}
+            for process in psutil.process_iter(["uids"]):
+                if process.info["uids"] and process.info["uids"].real in uids:
+                    process.suspend()
+                    held.append(process.pid)
+            signal.raise_signal(signal.SIGTERM)  # as `kill` or systemd would
+            time.sleep(5)  # the demo's handler ends it here
+
+    monkeypatch.setattr(demo_module, "Scheduler", Stopped)
+    try:
+        result = CliRunner().invoke(isolate, ["demo"])
+        assert result.exit_code == 1, result.output  # aborted
+        assert held, "no task of the demo's users was running"
+        assert not [pid for pid in held if psutil.pid_exists(pid)]
+        assert demo_users_of(os.getpid()) == [], result.output
+        assert list(demo_tmp.iterdir()) == []
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        for pid in held:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+        for name in demo_users_of(os.getpid()):
+            subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("signum", "after"),
+    [(signal.SIGINT, "made for the demo"), (signal.SIGTERM, "pushed demo.south")],
+)
+def test_ctrl_c_or_sigterm_ends_a_demo_without_leftovers(
+    signum: int, after: str, tmp_path: Path
+) -> None:
+    exe = Path(sys.executable).parent / "isolate"
+    process = subprocess.Popen(
+        [exe, "demo"],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    said = []
+    for line in process.stderr:
+        said.append(line)
+        if after in line:
+            process.send_signal(signum)
+            break
+    said.extend(process.stderr)
+    assert process.wait(timeout=60) == 1, "".join(said)
+    assert said[-1] == "isolate: aborted\n"
+    assert demo_users_of(process.pid) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_without_root_the_demo_says_tasks_run_as_you(monkeypatch: pytest.MonkeyPatch) -> None:
