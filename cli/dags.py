@@ -19,7 +19,7 @@ from isolate.store import VersionRecord
 
 if TYPE_CHECKING:
     from isolate.diff import SpecDiff
-    from isolate.model import TaskSpec
+    from isolate.model import Environment, TaskSpec
     from isolate.store import Store
 
 # A graph of a few hundred tasks renders in well under a second; this only stops a hang.
@@ -157,7 +157,7 @@ def show(
             + (" (exponential)" if retry.retry_exponential_backoff else ""),
         ),
         ("tags", ", ".join(spec.tags) or "-"),
-        ("lockfile", f"{spec.environment.lockfile} {spec.environment.lock_hash}"),
+        ("lockfile", _lock_cell(spec.environment)),
         ("bundle", spec.bundle_hash),
     ]
     for name, value in fields:
@@ -177,6 +177,15 @@ def show(
             for t in spec.tasks
         ],
     )
+
+
+def _lock_cell(env: Environment) -> str:
+    """The lockfile and its hash, or that the env has no packages (a folder with nothing to
+    lock needs no lockfile: its lock is empty)."""
+    lines = (line.strip() for line in env.lock.splitlines())
+    if not any(line and not line.startswith("#") for line in lines):
+        return "- (no packages: the env is the node's interpreter alone)"
+    return f"{env.lockfile} {env.lock_hash}"
 
 
 @dags.command()

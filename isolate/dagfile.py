@@ -31,7 +31,7 @@ from isolate.config import Settings
 from isolate.errors import DagDefinitionError, UsageError, ValidationError
 from isolate.format import FORMAT_VERSION, canonical_json, load_object, spec_hash
 from isolate.model import DagSpec
-from isolate.validate import check_push, lock_digest
+from isolate.validate import is_valid_id, lock_digest, push_problems, readable_meaning_problems
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,12 @@ class FolderSnapshot:
 #: around it (e.g. to show progress).
 Step = Callable[[str], AbstractContextManager[object]]
 
+#: The lockfile a DAG names by default, and the inputs ``isolate lock`` makes it from (as in
+#: :mod:`isolate.locking`, which imports this module). A folder with none of them, whose DAGs
+#: declare no requirements, has nothing to lock: its DAGs get the empty lock.
+DEFAULT_LOCKFILE = "requirements.txt"
+LOCK_INPUTS = ("requirements.in", "pylock.toml")
+
 
 def is_dag_file(relpath: str, text: str) -> bool:
     """A ``.py`` file that mentions both ``isolate`` and ``DAG`` (Airflow's safe-mode rule)."""
@@ -67,21 +73,32 @@ def load_folder(
 ) -> FolderSnapshot:
     """Snapshot ``path`` (a DAG folder, or one DAG file in its folder) and serialize its DAGs.
 
-    ``step`` wraps each long step (bundling, importing, validating).
+    Every DAG file is imported and every DAG validated before anything is refused: one error
+    lists the problems of them all. ``step`` wraps each long step (bundling, importing,
+    validating).
     """
     settings = settings or Settings()
     step = step or _quiet
-    bundle, found = _load_dags(Path(path), settings, step)
+    problems = _Problems()
+    bundle, found = _load_dags(Path(path), settings, step, problems)
+    loaded = []
     with step(f"validating {_count(len(found), 'DAG')}"):
         wanted = {dag.lockfile for dag, _ in found if isinstance(dag.lockfile, str)}
         locks = bundle.read_files(wanted)
-        loaded = tuple(_serialize(dag, rel, bundle, locks, settings) for dag, rel in found)
+        for dag, rel in found:
+            try:
+                loaded.append(_serialize(dag, rel, bundle, locks, settings))
+            except (DagDefinitionError, ValidationError) as exc:
+                problems.add(exc)
+    problems.raise_any()
     return FolderSnapshot(bundle=bundle, dags=tuple(sorted(loaded, key=lambda d: d.spec.dag_id)))
 
 
 def declared_requirements(path: Path, *, settings: Settings | None = None) -> list[str]:
     """The union of the ``requirements`` the DAGs at ``path`` declare (for ``isolate lock``)."""
-    _, found = _load_dags(Path(path), settings or Settings(), _quiet)
+    problems = _Problems()
+    _, found = _load_dags(Path(path), settings or Settings(), _quiet, problems)
+    problems.raise_any()
     return sorted({req for dag, _ in found for req in dag.requirements})
 
 
@@ -94,10 +111,38 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+class _Problems:
+    """The errors of one folder's DAG files and DAGs, raised together once all are checked."""
+
+    def __init__(self) -> None:
+        self.errors: list[DagDefinitionError | ValidationError] = []
+
+    def add(self, error: DagDefinitionError | ValidationError) -> None:
+        self.errors.append(error)
+
+    def raise_any(self) -> None:
+        """One error alone is raised as it is; several become one listing every problem."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            lines: list[str] = []
+            for error in self.errors:
+                if isinstance(error, ValidationError):
+                    prefix = f"{error.subject}: " if error.subject else ""
+                    lines += [prefix + problem for problem in error.problems]
+                else:
+                    lines.append(str(error))
+            raise ValidationError(lines)
+
+
 def _load_dags(
-    path: Path, settings: Settings, step: Step
+    path: Path, settings: Settings, step: Step, problems: _Problems
 ) -> tuple[Bundle, list[tuple[sdk.DAG, str]]]:
-    """Bundle the folder and import its DAG files from an extracted copy of the bundle."""
+    """Bundle the folder and import its DAG files from the bundle.
+
+    A DAG file that fails to import is a problem of ``problems``; the other files are still
+    imported. Raises when there is no DAG to go on with.
+    """
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
     only: str | None = None
@@ -124,8 +169,9 @@ def _load_dags(
     with step(label), tempfile.TemporaryDirectory(prefix="isolate-load-") as tmp:
         root = Path(tmp) / "bundle"
         bundle.extract(root, select=lambda rel: rel not in sources)
-        found = _import_dags(_BundleImporter(root, bundle.files, sources), dag_files)
+        found = _import_dags(_BundleImporter(root, bundle.files, sources), dag_files, problems)
     if not found:
+        problems.raise_any()
         raise UsageError(f"{path}: the DAG files define no DAG")
     return bundle, found
 
@@ -146,30 +192,47 @@ def module_name(relpath: str) -> str:
     return ".".join(parts)
 
 
-def _import_dags(importer: _BundleImporter, dag_files: list[str]) -> list[tuple[sdk.DAG, str]]:
+def _import_dags(
+    importer: _BundleImporter, dag_files: list[str], problems: _Problems
+) -> list[tuple[sdk.DAG, str]]:
+    """Import each DAG file; one that fails adds its error to ``problems`` and no DAG."""
     found: list[tuple[sdk.DAG, str]] = []
     seen: dict[str, str] = {}
     with _isolated_imports(importer) as taken:
         for rel in dag_files:
-            name = module_name(rel)
-            if name.split(".")[0] in taken:
-                raise DagDefinitionError(
-                    f"{rel}: its module name {name!r} shadows an installed module: rename the file"
-                )
-            created: list[sdk.DAG] = []
-            sdk.collect_into(created)
             try:
-                _exec_module(importer, rel, name)
-            finally:
-                sdk.collect_into(None)
+                created = _import_dag_file(importer, rel, taken)
+            except DagDefinitionError as exc:
+                problems.add(exc)
+                continue
             for dag in created:
                 if dag.dag_id in seen:
-                    raise DagDefinitionError(
-                        f"DAG id {dag.dag_id!r} is defined twice: in {seen[dag.dag_id]} and {rel}"
+                    problems.add(
+                        DagDefinitionError(
+                            f"DAG id {dag.dag_id!r} is defined twice: "
+                            f"in {seen[dag.dag_id]} and {rel}"
+                        )
                     )
+                    continue
                 seen[dag.dag_id] = rel
                 found.append((dag, rel))
     return found
+
+
+def _import_dag_file(importer: _BundleImporter, rel: str, taken: set[str]) -> list[sdk.DAG]:
+    """The DAGs that importing the DAG file ``rel`` creates."""
+    name = module_name(rel)
+    if name.split(".")[0] in taken:
+        raise DagDefinitionError(
+            f"{rel}: its module name {name!r} shadows an installed module: rename the file"
+        )
+    created: list[sdk.DAG] = []
+    sdk.collect_into(created)
+    try:
+        _exec_module(importer, rel, name)
+    finally:
+        sdk.collect_into(None)
+    return created
 
 
 @contextmanager
@@ -344,17 +407,20 @@ def _line_in(exc: BaseException, root: Path) -> str:
 def _serialize(
     dag: sdk.DAG, rel: str, bundle: Bundle, locks: Mapping[str, bytes], settings: Settings
 ) -> LoadedDag:
+    """The DAG's document, validated; raises one error with every problem found in it."""
+    subject = f"dag {dag.dag_id}" if is_valid_id(dag.dag_id) else rel
+    problems: list[str] = []
     lockfile = dag.lockfile
     lock = locks.get(lockfile) if isinstance(lockfile, str) else None
+    lock_problem: str | None = None
     if lock is None:
-        raise DagDefinitionError(
-            f"DAG {dag.dag_id}: lockfile {lockfile!r} is not in the folder: "
-            "run `isolate lock` or set DAG(lockfile=...)"
-        ) from None
+        lock, lock_problem = _missing_lock(dag, bundle)
     try:
         lock_text = lock.decode("utf-8")
     except UnicodeDecodeError:
-        raise DagDefinitionError(f"DAG {dag.dag_id}: lockfile {lockfile!r} is not UTF-8") from None
+        lock_text, lock_problem = "", f"lockfile {lockfile!r} is not UTF-8"
+    if lock_problem is not None:
+        problems.append(lock_problem)
     draft = {
         **dag.to_draft(),
         "format_version": FORMAT_VERSION,
@@ -367,13 +433,43 @@ def _serialize(
         "bundle": {"hash": bundle.hash},
     }
     # A JSON round trip turns tuples and other Python spellings into plain JSON values.
-    spec = load_object(json.loads(json.dumps(draft)))
-    check_push(spec)
+    doc = json.loads(json.dumps(draft))
+    try:
+        spec = load_object(doc)
+    except ValidationError as exc:
+        # A problem of structure (a bad id, a wrong type) stops load_object before the checks
+        # of meaning: run those that can run, so that a bad id does not hide a cycle.
+        more = [p for p in readable_meaning_problems(doc) if p not in exc.problems]
+        raise ValidationError([*problems, *exc.problems, *more], subject=subject) from None
+    problems += push_problems(spec)
     text = canonical_json(spec)
     size = len(text.encode("utf-8"))
     if size > settings.max_spec_bytes:
-        raise ValidationError(
-            f"dag {dag.dag_id}: serialized DAG is {size} bytes, over the cap of "
+        problems.append(
+            f"serialized DAG is {size} bytes, over the cap of "
             f"{settings.max_spec_bytes} (setting max_spec_bytes)"
         )
+    if lock_problem is not None and problems == [lock_problem]:
+        raise DagDefinitionError(f"DAG {dag.dag_id}: {lock_problem}")  # as it always was
+    if problems:
+        raise ValidationError(problems, subject=subject)
     return LoadedDag(spec=spec, canonical=text, spec_hash=spec_hash(spec), lock=lock)
+
+
+def _missing_lock(dag: sdk.DAG, bundle: Bundle) -> tuple[bytes, str | None]:
+    """The lock of a DAG whose lockfile is not in the bundle: the empty lock if there is
+    nothing to lock (the env is then the node's interpreter alone), else a problem."""
+    lockfile = dag.lockfile
+    inputs = [name for name in LOCK_INPUTS if name in bundle.files]
+    if lockfile != DEFAULT_LOCKFILE:
+        why = ""  # a lockfile the DAG names must be there
+    elif inputs:
+        why = f" but the folder has {inputs[0]}"
+    elif dag.requirements:
+        why = " but the DAG declares requirements"
+    else:
+        return b"", None
+    return b"", (
+        f"lockfile {lockfile!r} is not in the folder{why}: "
+        "run `isolate lock` or set DAG(lockfile=...)"
+    )

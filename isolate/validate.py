@@ -278,6 +278,70 @@ def meaning_problems(doc: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def readable_meaning_problems(doc: Any) -> list[str]:
+    """:func:`meaning_problems` of a document that may have failed the schema: a bad id or a
+    wrong type elsewhere need not hide a cycle or a bad cron string.
+
+    The checks run only when every field they read has the type they expect (the optional
+    ones filled with their defaults), and every task id and env name is printable text, so
+    that each message stays one line; otherwise there are none (the schema's problems say
+    what is wrong). The messages are those :func:`meaning_problems` gives a valid document.
+    """
+    if not isinstance(doc, Mapping):
+        return []
+    top = {
+        "schedule": None,
+        "timezone": "UTC",
+        "fileloc": None,
+        "start_date": None,
+        "end_date": None,
+        **doc,
+    }
+    env, tasks = top.get("environment"), top.get("tasks")
+    if not (
+        all(_is_text(top[name], optional=True) for name in _OPTIONAL_TEXT)
+        and isinstance(top["timezone"], str)
+        and isinstance(env, Mapping)
+        and isinstance(env.get("lock"), str)
+        and isinstance(env.get("lock_hash"), str)
+        and isinstance(tasks, list)
+    ):
+        return []
+    filled = []
+    for task in tasks:
+        if not isinstance(task, Mapping):
+            return []
+        item = {"upstream": [], "env": {}, "args": [], "kwargs": {}, **task}
+        readable = (
+            _is_label(item.get("task_id"))
+            and isinstance(item["upstream"], list)
+            and all(isinstance(up, str) for up in item["upstream"])
+            and isinstance(item["env"], Mapping)
+            and all(_is_label(name) for name in item["env"])
+            and isinstance(item["args"], list)
+            and isinstance(item["kwargs"], Mapping)
+            and isinstance(item.get("kind"), str)
+            and (item["kind"] == "python" or isinstance(item.get("command"), str | list))
+        )
+        if not readable:
+            return []
+        filled.append(item)
+    environment = {**env, "lockfile": env.get("lockfile")}
+    return meaning_problems({**top, "environment": environment, "tasks": filled})
+
+
+_OPTIONAL_TEXT = ("schedule", "fileloc", "start_date", "end_date")
+
+
+def _is_text(value: Any, *, optional: bool = False) -> bool:
+    return isinstance(value, str) or (optional and value is None)
+
+
+def _is_label(value: Any) -> bool:
+    """Text that may appear as is in a one-line message."""
+    return isinstance(value, str) and value.isprintable() and len(value) <= 250
+
+
 def _dag_level(doc: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     schedule = doc["schedule"]

@@ -14,6 +14,7 @@ import pytest
 from isolate.config import Settings
 from isolate.dagfile import load_folder, module_name
 from isolate.errors import BundleError, DagDefinitionError, UsageError, ValidationError
+from isolate.validate import ID_RULE
 from tests.conftest import ETL_DAG
 
 HELPER_DAG = """
@@ -166,10 +167,21 @@ def test_bad_folders_fail_with_a_located_message(make_folder, files, error, mess
 
 
 def test_lockfile_problems(make_folder) -> None:
-    with pytest.raises(
-        DagDefinitionError, match="lockfile 'requirements.txt' is not in the folder"
-    ):
-        load_folder(make_folder({"etl.py": ETL_DAG}, lock=None))
+    # A lockfile is required only when there is something to lock.
+    for files, why in [
+        ({"requirements.in": "six\n"}, "but the folder has requirements.in"),
+        ({"pylock.toml": ""}, "but the folder has pylock.toml"),
+        ({}, "but the DAG declares requirements"),
+    ]:
+        dag = (
+            ETL_DAG if files else ETL_DAG.replace('DAG("etl",', 'DAG("etl", requirements=["six"],')
+        )
+        with pytest.raises(
+            DagDefinitionError,
+            match=f"DAG etl: lockfile 'requirements.txt' is not in the folder {why}: run "
+            "`isolate lock`",
+        ):
+            load_folder(make_folder({"etl.py": dag, **files}, lock=None))
     folder = make_folder({"etl.py": ETL_DAG}, lock=None)
     (folder / "requirements.txt").write_bytes(b"\xff\xfe")
     with pytest.raises(DagDefinitionError, match="is not UTF-8"):
@@ -182,6 +194,77 @@ def test_lockfile_problems(make_folder) -> None:
         lock=None,
     )
     assert load_folder(custom).dags[0].spec.environment.lock == "x"
+    (custom / "locks" / "etl.txt").unlink()  # a lockfile the DAG names must be there
+    with pytest.raises(DagDefinitionError, match="lockfile 'locks/etl.txt' is not in the folder"):
+        load_folder(custom)
+
+
+def test_a_folder_with_nothing_to_lock_needs_no_lockfile(make_folder) -> None:
+    (dag,) = load_folder(make_folder({"etl.py": ETL_DAG}, lock=None)).dags
+    env = dag.spec.environment
+    assert (env.lockfile, env.lock, dag.lock) == ("requirements.txt", "", b"")
+    empty_file = load_folder(make_folder({"etl.py": ETL_DAG}, lock="")).dags[0]
+    assert empty_file.spec.environment.lock_hash == env.lock_hash  # the same (empty) env
+
+
+BROKEN_DAG = """
+    from isolate import DAG, PythonTask
+
+    with DAG("bad id!", schedule="every day", start_date="2024-01-01T00:00:00+00:00",
+             requirements=["six"]):
+        a = PythonTask("a", callable="m:f")
+        b = PythonTask("b", callable="m:f")
+        a >> b >> a
+"""
+
+
+def test_every_problem_is_reported_at_once(make_folder) -> None:
+    # A missing lockfile and a bad id used to hide the cycle and the bad cron string.
+    folder = make_folder(
+        {
+            "broken.py": BROKEN_DAG,
+            "cyc.py": "from isolate import DAG, PythonTask\nwith DAG('cyc'):\n"
+            "    a = PythonTask('a', callable='m:f')\n    a >> a\n",
+            "fails.py": "from isolate import DAG\n\nimport not_a_module_anywhere\n",
+            "good.py": "from isolate import DAG, PythonTask\nwith DAG('good'):\n"
+            "    PythonTask('a', callable='m:f')\n",
+        },
+        lock=None,
+    )
+    with pytest.raises(ValidationError) as info:
+        load_folder(folder)
+    problems = info.value.problems
+    assert problems == [
+        "fails.py (fails.py:3): ModuleNotFoundError: No module named 'not_a_module_anywhere'",
+        "broken.py: lockfile 'requirements.txt' is not in the folder but the DAG declares "
+        "requirements: run `isolate lock` or set DAG(lockfile=...)",
+        f"broken.py: dag_id: invalid id 'bad id!': use {ID_RULE}",
+        "broken.py: schedule: invalid cron expression 'every day'"
+        + problems[3].split("'every day'", 1)[1],
+        "broken.py: tasks: dependency cycle a -> b -> a",
+        "dag cyc: tasks[a].upstream: task depends on itself",
+    ]
+    message = str(info.value)
+    assert "\n" not in message and message.endswith("(and 1 more)")
+    assert message.startswith("fails.py (fails.py:3): ModuleNotFoundError")
+
+
+def test_one_problem_keeps_its_own_error(make_folder) -> None:
+    folder = make_folder(
+        {
+            "cyc.py": "from isolate import DAG, PythonTask\nwith DAG('cyc'):\n"
+            "    a = PythonTask('a', callable='m:f')\n    a >> a\n"
+        }
+    )
+    with pytest.raises(ValidationError) as info:
+        load_folder(folder)
+    assert str(info.value) == "dag cyc: tasks[a].upstream: task depends on itself"
+
+
+def test_the_lock_inputs_are_those_isolate_lock_reads() -> None:
+    from isolate import dagfile, locking
+
+    assert dagfile.LOCK_INPUTS == locking.INPUTS and dagfile.DEFAULT_LOCKFILE == locking.OUTPUT
 
 
 def test_caps_are_settings(make_folder) -> None:
