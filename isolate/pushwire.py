@@ -139,6 +139,11 @@ def decode_snapshot(specs: list[str], data: bytes, settings: Settings) -> Folder
     """Specs and bundle as the server accepts them: validated, consistent, canonical."""
     digest = bundle_hash(data)
     files = tuple(list_bundle(data))  # refuses a hostile archive
+    if len(files) > settings.max_bundle_files:
+        raise ProtocolError(
+            f"bundle of {len(files)} files is over the cap of {settings.max_bundle_files} "
+            "(setting max_bundle_files)"
+        )
     dags = []
     seen: set[str] = set()
     for text in specs:

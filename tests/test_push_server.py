@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
@@ -16,10 +17,12 @@ from typing import Any
 
 import pytest
 
-from isolate.config import load_config
+from isolate.config import Settings, load_config
 from isolate.dagfile import load_folder
+from isolate.errors import IsolateError
 from isolate.home import init_home, open_store, upgrade_database
 from isolate.pushclient import NoPushServerError, push_via_server, socket_path
+from isolate.pushwire import decode_snapshot
 from localexec.pushserver import PushServer
 from tests.conftest import PYTHON, write_folder
 from tests.osusers import clear_isolate_env, os_users, unique
@@ -194,3 +197,15 @@ def test_a_push_with_no_scheduler_serving_exits_with_its_own_code(tmp_path: Path
     with pytest.raises(NoPushServerError, match="no scheduler is serving pushes") as raised:
         push_via_server(tmp_path / "push.sock", snapshot, None)
     assert raised.value.exit_code == 9
+
+
+def test_the_server_applies_the_bundle_file_cap_to_what_it_receives(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "dags", {"dag.py": DAG.format(dag_id="many")})
+    for index in range(4):
+        (folder / f"extra{index}.txt").write_text("x")
+    snapshot = load_folder(folder)
+    specs = [dag.canonical for dag in snapshot.dags]
+    tight = dataclasses.replace(Settings(), max_bundle_files=3)
+    with pytest.raises(IsolateError, match="over the cap of 3 .setting max_bundle_files"):
+        decode_snapshot(specs, snapshot.bundle.data, tight)
+    assert decode_snapshot(specs, snapshot.bundle.data, Settings()).dags
