@@ -34,6 +34,7 @@ import psutil
 
 from cli.options import json_option
 from cli.output import print_json, print_table
+from envcache.tree import remove_tree
 from isolate.config import Config, Settings, current_user
 from isolate.errors import IsolateError
 from isolate.home import init_home, open_store, upgrade_database
@@ -198,8 +199,10 @@ def _signals_held() -> Iterator[None]:
 
 
 def _remove_tree(base: Path) -> None:
+    """Remove the node, read-only envs and bundles too (not root, its owner must make their
+    directories writable first)."""
     for _ in range(3):  # a task killed a moment ago may still have been writing
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
         if not base.exists():
             return
         time.sleep(0.2)

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from cli import demo as demo_module
 from cli.main import isolate
+from envcache.tree import remove_tree
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -87,7 +88,7 @@ def demo_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)  # read-only directories too, should a demo leave any
 
 
 @needs_root
@@ -150,6 +151,10 @@ def test_a_failed_demo_leaves_no_node_and_no_users(
     def fail(base: Path, users: dict[str, str] | None, say: object) -> None:
         (base / "home").mkdir()
         (base / "home" / "isolate.db").write_text("half made")
+        env = base / "home" / "envcache" / "envs" / "key"  # read-only, as built envs are
+        env.mkdir(parents=True)
+        (env / "python").write_text("")
+        env.chmod(0o555)
         made.update(users or {})
         raise failure
 

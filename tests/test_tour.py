@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import isolate
+from envcache.tree import remove_tree
 from isolate.config import load_config
 from isolate.home import DIRECTORIES
 from tests.osusers import clear_isolate_env, os_users, unique
@@ -105,7 +106,7 @@ def base() -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)  # with the home's read-only envs and bundles
 
 
 def tour_env(base: Path) -> dict[str, str]:
