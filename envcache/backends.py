@@ -164,7 +164,9 @@ class VirtualenvPipBuilder(Builder):
             argv.append("--only-binary=:all:")
         env = {"PATH": os.defpath, "HOME": os.fspath(cache_dir), "PIP_CONFIG_FILE": os.devnull}
         hint = "check the lock's hashes and that every locked file is in the wheelhouse or index"
-        process.run(argv, env=env, what="pip install", hint=hint, cwd=dest.parent)
+        process.run(
+            argv, env=env, what="pip install", hint=hint, hints=uv.INSTALL_HINTS, cwd=dest.parent
+        )
 
     def tool_versions(self, dest: Path) -> dict[str, str]:
         pips = sorted(dest.glob("lib/python*/site-packages/pip-*.dist-info"))

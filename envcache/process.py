@@ -12,18 +12,29 @@ _TAIL_LINES = 40
 _SUMMARY_PREFIXES = ("error", "cause", "caused by", "hint")
 
 
+# What to do when an install fails for the two reasons a lock's author can fix.
+MISSING_PACKAGE = (
+    "a locked package is in neither the wheelhouse nor the index: add its wheel to "
+    "find_links, reach the index, or lock again against what is there"
+)
+WRONG_HASH = "a file does not match the lock's hash: lock again, or fix the wheelhouse's copy"
+
+
 def run(
     argv: Sequence[str],
     *,
     env: Mapping[str, str],
     what: str,
     hint: str = "",
+    hints: Sequence[tuple[str, str]] = (),
     cwd: Path | None = None,
 ) -> str:
     """Run ``argv`` with exactly ``env``, no stdin, and return its stdout.
 
-    On failure, BuildError says ``what`` failed, with the tool's own error lines and ``hint``
-    (what to do) in its one-line message and the tail of the output in ``output``.
+    On failure, BuildError says ``what`` failed, with the tool's own error lines and what
+    to do in its one-line message and the tail of the output in ``output``. What to do is
+    the first of ``hints`` (text the output holds, in any case; the hint) that matches,
+    else ``hint``.
     """
     try:
         done = subprocess.run(
@@ -42,7 +53,9 @@ def run(
         lines = (done.stdout + "\n" + done.stderr).strip().splitlines()
         tail = "\n".join(lines[-_TAIL_LINES:])
         message = f"{what} failed (exit {done.returncode}): {_summary(lines)}"
-        raise BuildError(f"{message}; {hint}" if hint else message, tail)
+        said = "\n".join(lines).lower()
+        advice = next((text for found, text in hints if found.lower() in said), hint)
+        raise BuildError(f"{message}; {advice}" if advice else message, tail)
     return done.stdout
 
 

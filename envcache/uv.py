@@ -56,10 +56,27 @@ def environment(cache_dir: Path) -> dict[str, str]:
     return env
 
 
-def _run(args: Sequence[str], *, cache_dir: Path, hint: str, cwd: Path | None = None) -> str:
+# What an install's failure means, by what the installer said (uv's words, then pip's).
+INSTALL_HINTS: tuple[tuple[str, str], ...] = (
+    ("was not found in the provided package locations", process.MISSING_PACKAGE),
+    ("was not found in the package registry", process.MISSING_PACKAGE),
+    ("no matching distribution found", process.MISSING_PACKAGE),
+    ("hash mismatch", process.WRONG_HASH),
+    ("do not match the hashes", process.WRONG_HASH),
+)
+
+
+def _run(
+    args: Sequence[str],
+    *,
+    cache_dir: Path,
+    hint: str,
+    hints: Sequence[tuple[str, str]] = (),
+    cwd: Path | None = None,
+) -> str:
     argv = [uv_bin(), *args, "--no-config", "--cache-dir", os.fspath(cache_dir)]
     what = "uv " + " ".join(itertools.takewhile(str.isalpha, args[:2]))
-    return process.run(argv, env=environment(cache_dir), what=what, hint=hint, cwd=cwd)
+    return process.run(argv, env=environment(cache_dir), what=what, hint=hint, hints=hints, cwd=cwd)
 
 
 def _sources(find_links: Sequence[Path], *, no_index: bool, offline: bool) -> list[str]:
@@ -121,7 +138,7 @@ def sync(
     if not allow_source_builds:
         args.append("--no-build")
     hint = "check the lock's hashes and that every locked file is in the wheelhouse or index"
-    _run(args, cache_dir=cache_dir, hint=hint, cwd=dest.parent)
+    _run(args, cache_dir=cache_dir, hint=hint, hints=INSTALL_HINTS, cwd=dest.parent)
 
 
 def compile(

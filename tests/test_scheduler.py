@@ -688,3 +688,4 @@ def test_a_missing_env_is_built_off_the_loop_and_a_failed_build_fails_its_try(
         assert state("slow") is RunState.SUCCESS and state("broken") is RunState.FAILED
         outcome = store.tasks.get("broken", runs["broken"], "t").outcome or ""
     assert "its env could not be built" in outcome and "nosuchlib" in outcome
+    assert "in neither the wheelhouse nor the index" in outcome
