@@ -265,6 +265,23 @@ def is_admin(config: Config) -> bool:
         return False
 
 
+def root_tasks_allowed(config: Config, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a root scheduler may run tasks as root for lack of a mapping: the
+    ``allow_root_tasks`` setting, when it comes from root's own environment, or from an
+    ``isolate.toml`` that root owns and nobody else can write. A home's owner who is not
+    root could otherwise make a root scheduler run their DAGs as root."""
+    if not config.settings.allow_root_tasks:
+        return False
+    env = os.environ if environ is None else environ
+    if env.get("ISOLATE_ALLOW_ROOT_TASKS"):
+        return True  # the setting is true: the environment, which root set, said so
+    try:
+        info = os.stat(config.config_file)
+    except OSError:
+        return False
+    return info.st_uid == 0 and not info.st_mode & 0o022
+
+
 def author_config(home: str | Path | None = None) -> Config:
     """The configuration as an author sees it: the home's file is the admin's and may be
     unreadable (0600); the defaults and the environment still say where the socket is."""

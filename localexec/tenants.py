@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from isolate.config import Config
+from isolate.config import Config, root_tasks_allowed
 from isolate.errors import IsolateError
 from isolate.model import Limits
 from isolate.store import Store
@@ -92,11 +92,18 @@ class TenantWatch:
         """The DAG's tenant (None in single-user use); raises if no tenant owns it."""
         mapping = self.current()
         if mapping is None:
-            if os.geteuid() == 0 and not self.config.settings.allow_root_tasks:
+            if os.geteuid() == 0 and not root_tasks_allowed(self.config):
+                ignored = (
+                    f" ({self.config.config_file} says allow_root_tasks, but root does not own "
+                    "it, or others may write it)"
+                    if self.config.settings.allow_root_tasks
+                    else ""
+                )
                 raise UnownedDagError(
                     f"no tenant mapping at {tenants_path(self.config)}: a scheduler running as "
                     "root starts tasks only as mapped users (create the mapping; "
-                    "allow_root_tasks is for throwaway single-user nodes only)"
+                    "allow_root_tasks, or `isolate init --single-user`, is for throwaway "
+                    f"single-user nodes only){ignored}"
                 )
             return None
         tenant = mapping.owner(dag_id)
