@@ -75,8 +75,6 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)  # Ctrl-C: the same orderly stop
     # One scheduler per home: a second one's start would settle the first one's running
     # attempts as left by a killed scheduler (and kill them).
     lock = FileLock(config.run_dir / "scheduler.lock")
@@ -86,6 +84,9 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
         raise IsolateError(
             f"another `isolate scheduler` is running on {config.home}: one per home"
         ) from None
+    # Ctrl-C: the same orderly stop. The caller's handlers come back when the scheduler
+    # returns (it may run inside another program, a test or the demo).
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with _open_when_reachable(config, lambda: stopping) as store:
             server = PushServer(config, store)
@@ -101,6 +102,8 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
                 server.stop()
     finally:
         lock.release()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _open_when_reachable(config: Config, stopping: Callable[[], bool]) -> Store:

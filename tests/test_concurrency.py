@@ -5,6 +5,7 @@ transaction holds."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -201,4 +202,7 @@ def test_a_second_scheduler_on_one_home_is_refused(home: Path, cli) -> None:  # 
     assert refused.stderr == (
         f"isolate: error: another `isolate scheduler` is running on {home}: one per home\n"
     )
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     cli("scheduler", "--until-idle")  # the lock is free again
+    # Run in-process, it leaves the caller's signal handlers as it found them.
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
