@@ -95,13 +95,23 @@ class EnvResolver:
     def __init__(self, config: Config, cache: EnvCache | None = None) -> None:
         self.config = config
         self.cache = cache or env_cache(config)
+        # By lock hash: each lock is parsed and its key computed once per process (a
+        # scheduler launches many tries of one version), not at every launch.
         self._keys: dict[str, str] = {}
+        self._locks: dict[str, Lock] = {}
+
+    def lock(self, spec: DagSpec) -> Lock:
+        """The version's parsed, validated lock (see :func:`spec_lock`), parsed once."""
+        lock_hash = spec.environment.lock_hash
+        if lock_hash not in self._locks:
+            self._locks[lock_hash] = spec_lock(spec, self.config)
+        return self._locks[lock_hash]
 
     def key(self, spec: DagSpec) -> str:
         lock_hash = spec.environment.lock_hash
         if lock_hash not in self._keys:
-            lock = spec_lock(spec, self.config)
-            self._keys[lock_hash] = self.cache.key_for(lock, node_interpreter(self.config))
+            interpreter = node_interpreter(self.config)
+            self._keys[lock_hash] = self.cache.key_for(self.lock(spec), interpreter)
         return self._keys[lock_hash]
 
     def keys(self, specs: Iterable[DagSpec]) -> dict[str, str]:
@@ -115,9 +125,9 @@ class EnvResolver:
         it gets the deep one (every file's digest) too, and a modified env is removed and
         built again instead of raising :class:`CorruptEnvError`.
         """
-        lock = spec_lock(spec, self.config)
+        lock = self.lock(spec)
         interpreter = node_interpreter(self.config)
-        key = self.cache.key_for(lock, interpreter)
+        key = self.key(spec)
         try:
             existed = self.cache.get(key) is not None
         except CorruptEnvError:
