@@ -1,4 +1,4 @@
-"""tree.py's directory operations, as root and (tests/envcache/test_plain_user.py) as the
+"""tree.py's directory operations, as root and (tests/test_plain_user.py) as the
 owner of a read-only tree, who may not write into it, nor move it elsewhere, without chmod."""
 
 from __future__ import annotations
