@@ -21,6 +21,8 @@ class CountingUvBuilder(UvBuilder):
         with self.counter.open("a") as handle:
             handle.write(f"{os.getpid()} {dest.name}\n")
         super()._create(dest, python, cache_dir)
+        # The venv is complete (uv has exited): a test may kill this build now.
+        self.counter.with_suffix(".created").touch()
         time.sleep(self.pause)
 
     def builds(self) -> int:

@@ -89,10 +89,13 @@ def test_a_build_killed_midway_leaves_no_env_and_the_next_ensure_succeeds(
     cache = make_cache(root=root)
     key = cache.key_for(cache.load_lock(lockfile), python311)
     deadline = time.monotonic() + 30
-    while not list(cache.tmp_dir.glob(f"{key}.*/bin/python")):
+    # Killed in its pause, once uv is done: an orphaned uv still writing would recreate
+    # what the next build removes.
+    while not counter.with_suffix(".created").exists():
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the build never started"
         time.sleep(0.02)
+    assert list(cache.tmp_dir.glob(f"{key}.*/bin/python"))
     os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=30)
     assert process.returncode == -signal.SIGKILL
