@@ -343,7 +343,7 @@ class Scheduler:
                 unfinished += 1
                 runnable += found
         self.launch_callbacks()
-        for ready in self.fair_share(self._with_bundles(runnable)):
+        for ready in self.fair_share(self._prepared(runnable)):
             try:
                 self.launch(ready)
             except StoreError:
@@ -356,24 +356,24 @@ class Scheduler:
         busy = self.executor.busy or bool(self._unrecorded) or bool(self._callbacks)
         return unfinished > 0 or ended or busy
 
-    def _with_bundles(self, runnable: list[_Ready]) -> list[_Ready]:
+    def _prepared(self, runnable: list[_Ready]) -> list[_Ready]:
         """The ready tasks whose env and code bundle are in place. A missing env (its
         version's was collected, or never built at push) is built in the background, and a
         bundle is extracted and compiled (as an unprivileged user) in the background too:
         never in the loop; their tasks start at a later pass. One whose preparation failed
         counts as ready: the launch meets the error and fails the try with it."""
-        ready_bundles: dict[tuple[str, int], bool] = {}
+        prepared_for: dict[tuple[str, int], bool] = {}
 
         def prepared(ready: _Ready) -> bool:
             key = (ready.run.dag_id, ready.run.version)
-            if key not in ready_bundles:
+            if key not in prepared_for:
                 try:
-                    ready_bundles[key] = self._env_ready(ready.spec) and self._bundle_ready(ready)
+                    prepared_for[key] = self._env_ready(ready.spec) and self._bundle_ready(ready)
                 except StoreError:
                     raise
                 except Exception:  # the launch reports it (prepare() meets it again)
-                    ready_bundles[key] = True
-            return ready_bundles[key]
+                    prepared_for[key] = True
+            return prepared_for[key]
 
         return [ready for ready in runnable if prepared(ready)]
 
