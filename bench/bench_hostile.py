@@ -32,11 +32,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from isolate.config import load_config
-from isolate.home import init_home, open_store, upgrade_database
-from isolate.push import push_folder
+from isolate.services.home import init_home, open_store, upgrade_database
+from isolate.services.push import push_folder
+from isolate.services.triggering import trigger
 from isolate.states import RunState
 from isolate.store import Store
-from isolate.triggering import trigger
 from localexec.scheduler import Scheduler
 from tests.hostile import A_TRIGGERED, SLOW_MODULE, VICTIM, attacks, mapping
 from tests.osusers import os_users, unique

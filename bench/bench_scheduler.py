@@ -30,10 +30,10 @@ from typing import Any
 
 from isolate.config import load_config
 from isolate.format import load_object
-from isolate.home import init_home, open_store, upgrade_database
-from isolate.push import push_folder
+from isolate.services.home import init_home, open_store, upgrade_database
+from isolate.services.push import push_folder
+from isolate.services.triggering import trigger
 from isolate.states import TaskState
-from isolate.triggering import trigger
 from isolate.validate import lock_digest
 from localexec.planner import TaskView, plan_run
 from localexec.scheduler import Scheduler

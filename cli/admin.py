@@ -9,7 +9,7 @@ import click
 
 from cli.options import home_option
 from isolate.config import Config, load_config
-from isolate.home import init_home, upgrade_database
+from isolate.services.home import init_home, upgrade_database
 from isolate.store.engine import display_url
 from isolate.tenancy.files import tenants_path
 from isolate.tenancy.mapping import TenancyError

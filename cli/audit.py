@@ -9,7 +9,7 @@ import click
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table
 from isolate.config import load_config
-from isolate.home import open_store
+from isolate.services.home import open_store
 
 
 @click.command()

@@ -82,7 +82,9 @@ def stored_dag_ids(home: str | None) -> list[str]:
 
     Reads only: a SQLite file that does not exist is not opened (connecting would create it).
     """
-    from isolate.home import open_store  # the store (SQLAlchemy) only when completing an id
+    from isolate.services.home import (
+        open_store,  # the store (SQLAlchemy) only when completing an id
+    )
     from isolate.store.engine import parse_url
 
     config = load_config(home)

@@ -14,7 +14,7 @@ from cli.options import home_option, json_option
 from cli.output import print_json, print_table, printable, short_hash, timestamp, write_output
 from isolate.config import current_user, load_config
 from isolate.errors import IsolateError, UsageError
-from isolate.home import open_store
+from isolate.services.home import open_store
 from isolate.store import VersionRecord
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def show(
     # Before touching the store: a missing Graphviz is the first thing to hear about.
     dot_program = _graphviz_dot() if fmt == "svg" else ""
     with _store(home) as store:
-        from isolate.catalog import stored_version  # the spec format: not for `dags list`
+        from isolate.services.catalog import stored_version  # the spec format: not for `dags list`
 
         found = stored_version(store, dag_id, version)
         paused = store.get_dag(dag_id).is_paused
@@ -228,7 +228,7 @@ def diff(dag_id: str, old: int, new: int, home: str | None, as_json: bool) -> No
       isolate dags diff etl 3 4
     """
     with _store(home) as store:
-        from isolate.catalog import diff_versions
+        from isolate.services.catalog import diff_versions
 
         changes = diff_versions(store, dag_id, old, new)
     if as_json:

@@ -37,11 +37,11 @@ from cli.output import print_json, print_table
 from envcache.tree import remove_tree
 from isolate.config import Config, Settings, current_user
 from isolate.errors import IsolateError
-from isolate.home import init_home, open_store, upgrade_database
-from isolate.locking import lock_folder
-from isolate.push import push_folder
+from isolate.services.home import init_home, open_store, upgrade_database
+from isolate.services.locking import lock_folder
+from isolate.services.push import push_folder
+from isolate.services.triggering import trigger
 from isolate.states import TaskState
-from isolate.triggering import trigger
 from localexec.orphans import kill_if_alive
 from localexec.scheduler import Scheduler
 

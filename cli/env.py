@@ -12,7 +12,7 @@ from cli.options import home_option, json_option
 from cli.output import print_json, print_table, printable, short_hash
 from cli.progress import ticking
 from isolate.config import load_config
-from isolate.home import open_store
+from isolate.services.home import open_store
 from isolate.units import format_size
 
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ def list_(home: str | None, as_json: bool) -> None:
     """
     config = load_config(home)
     from envcache.gc import facts
-    from isolate.environments import EnvResolver
-    from isolate.gc import version_keys
+    from isolate.services.environments import EnvResolver
+    from isolate.services.gc import version_keys
 
     resolver = EnvResolver(config)
     with open_store(config) as store:
@@ -94,8 +94,8 @@ def build(target: str, home: str | None) -> None:
         )
     config = load_config(home)
     with open_store(config) as store:
-        from isolate.catalog import stored_version
-        from isolate.environments import EnvResolver
+        from isolate.services.catalog import stored_version
+        from isolate.services.environments import EnvResolver
 
         found = stored_version(store, dag_id, int(version) if version else None)
     with ticking(f"env for {dag_id} v{found.record.version}"):
@@ -181,7 +181,9 @@ def show(key: str, home: str | None, as_json: bool) -> None:
 
 
 def _cache(home: str | None) -> EnvCache:
-    from isolate.environments import EnvResolver  # uv's and the lock's code: not to complete
+    from isolate.services.environments import (
+        EnvResolver,  # uv's and the lock's code: not to complete
+    )
 
     return EnvResolver(load_config(home)).cache
 

@@ -11,7 +11,7 @@ from cli.options import home_option, json_option
 from cli.output import print_json, short_hash
 from isolate.config import current_user, load_config
 from isolate.durations import parse_duration
-from isolate.home import open_store
+from isolate.services.home import open_store
 from isolate.units import format_size
 
 
@@ -49,8 +49,8 @@ def gc(
     keep = keep_versions or config.settings.gc_keep_versions
     age: timedelta | None = parse_duration(older_than) if older_than else None
     from envcache import gc as envgc
-    from isolate.environments import EnvResolver
-    from isolate.gc import gc_roots
+    from isolate.services.environments import EnvResolver
+    from isolate.services.gc import gc_roots
 
     resolver = EnvResolver(config)
     with open_store(config) as store:

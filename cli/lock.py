@@ -59,7 +59,7 @@ def lock(
       isolate lock dags/etl --find-links /srv/wheelhouse --no-index
     """
     config = author_config(home)  # an author may not read the admin's isolate.toml
-    from isolate.locking import lock_folder  # pip-tools and uv's code: not to complete
+    from isolate.services.locking import lock_folder  # pip-tools and uv's code: not to complete
 
     result = lock_folder(
         folder,

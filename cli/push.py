@@ -11,10 +11,10 @@ from cli.options import home_option, json_option
 from cli.output import print_json, print_table, short_hash
 from cli.progress import ticking
 from isolate.config import Config, author_config, current_user, is_admin
-from isolate.dagfile import FolderSnapshot, load_folder
-from isolate.home import open_store
-from isolate.push import PushResult, commit_snapshot
-from isolate.pushclient import push_via_server, socket_path
+from isolate.services.dagfile import FolderSnapshot, load_folder
+from isolate.services.home import open_store
+from isolate.services.push import PushResult, commit_snapshot
+from isolate.services.pushclient import push_via_server, socket_path
 from localexec.timetable import count_due
 
 # Seconds a step of loading the folder runs before its progress line appears (on a terminal).

@@ -21,7 +21,7 @@ from cli.options import home_option, json_option
 from cli.output import print_json, print_table, printable, short_hash, write_output
 from isolate.config import Config, author_config, current_user, load_config
 from isolate.errors import IsolateError, NotFoundError, StoreError, UsageError
-from isolate.home import open_store
+from isolate.services.home import open_store
 from isolate.states import TaskState
 from isolate.store import RunRecord
 
@@ -144,7 +144,7 @@ def trigger(
     except json.JSONDecodeError as exc:
         raise UsageError(f"--conf is not valid JSON: {exc}") from None
     with open_store(load_config(home)) as store:
-        from isolate.triggering import trigger as trigger_run
+        from isolate.services.triggering import trigger as trigger_run
 
         run = trigger_run(store, dag_id, actor=current_user(), conf=parsed, version=version)
     if as_json:
@@ -303,7 +303,7 @@ def grid(dag_id: str, limit: int, home: str | None, as_json: bool) -> None:
       isolate runs grid etl --limit 10
     """
     with open_store(load_config(home)) as store:
-        from isolate.catalog import stored_version
+        from isolate.services.catalog import stored_version
 
         latest = stored_version(store, dag_id)
         recent = store.runs.list(dag_id, limit=limit)[::-1]
@@ -465,7 +465,7 @@ def clear(
     """
     with open_store(load_config(home)) as store:
         run = _find_run(store, run_id, dag_id)
-        from isolate.clearing import clear_tasks
+        from isolate.services.clearing import clear_tasks
 
         cleared = clear_tasks(store, run, task_id, downstream=downstream, actor=current_user())
     click.echo(f"cleared {', '.join(cleared)} of {run.dag_id} {run.run_id}")

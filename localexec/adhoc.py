@@ -15,9 +15,9 @@ from pathlib import Path
 
 from isolate.bundles import extract_bundle
 from isolate.config import Config
-from isolate.dagfile import load_folder
-from isolate.environments import EnvResolver
 from isolate.errors import UsageError
+from isolate.services.dagfile import load_folder
+from isolate.services.environments import EnvResolver
 from localexec import supervisor
 from localexec.attempt import Outcome, Placement, make_context, task_attempt
 from localexec.runtime import install_runtime

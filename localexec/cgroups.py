@@ -16,9 +16,9 @@ The cold path's child joins before it drops its privileges (``join``); so does a
 attempt's main process has ended (or its time is up), everything left in its cgroup is
 killed and the cgroup removed.
 
-Detected at start (:func:`detect`) and reported by ``isolate doctor`` (isolate/hostcaps.py);
-only root can use them. Without them an attempt is what it was before: a process group and
-rlimits.
+Detected at start (:func:`detect`) and reported by ``isolate doctor``
+(isolate/services/hostcaps.py); only root can use them. Without them an attempt is what it
+was before: a process group and rlimits.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from isolate.hostcaps import CGROUP_ROOT, unified_hierarchy
 from isolate.model import Limits
+from isolate.services.hostcaps import CGROUP_ROOT, unified_hierarchy
 
 _KILL_WAIT = 5.0
 _FIRST_PAUSE = 0.0005

@@ -9,7 +9,7 @@ ruleset can only take away more, so the filesystem and the network are two rules
 each built once per policy by the supervisor and applied by every task process it starts.
 
 Rights that a kernel's ABI does not know are left out of the ruleset (best effort, as the
-kernel's own sample does); ``isolate.hostcaps.landlock_abi`` is what ``isolate doctor``
+kernel's own sample does); ``isolate.services.hostcaps.landlock_abi`` is what ``isolate doctor``
 reports. Python has no binding for these syscalls; they take small packed structs, built
 here with ctypes.
 """

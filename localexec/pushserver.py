@@ -35,9 +35,9 @@ from typing import Any
 from envcache.errors import EnvCacheError
 from isolate.config import Config
 from isolate.errors import IsolateError
-from isolate.push import commit_snapshot
-from isolate.pushclient import PushDeniedError, socket_path
-from isolate.pushwire import error_reply, frame, internal_error_reply, read_request
+from isolate.services.push import commit_snapshot
+from isolate.services.pushclient import PushDeniedError, socket_path
+from isolate.services.pushwire import error_reply, frame, internal_error_reply, read_request
 from isolate.store import Store
 from isolate.tenancy import user_groups
 from localexec.tenants import TenantWatch

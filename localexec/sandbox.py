@@ -54,7 +54,7 @@ from sqlalchemy.exc import ArgumentError
 
 from isolate.config import Config, Settings
 from isolate.errors import IsolateError
-from isolate.hostcaps import bubblewrap, landlock_abi
+from isolate.services.hostcaps import bubblewrap, landlock_abi
 from isolate.tenancy import Tenant, tenants_path
 from localexec import landlock
 

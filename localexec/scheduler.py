@@ -25,18 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from envcache.errors import EnvCacheError
-from isolate.catalog import stored_version
 from isolate.config import Config, current_user
-from isolate.environments import EnvResolver
 from isolate.errors import IsolateError, StoreError
 from isolate.health import health_path
 from isolate.model import DagSpec, TaskSpec
+from isolate.services.catalog import stored_version
+from isolate.services.environments import EnvResolver
+from isolate.services.triggering import scheduled_run_id
 from isolate.states import ACTIVE_RUN_STATES, RunState, TaskState
 from isolate.store import DagSummary, RunRecord, Store, TaskInstanceRecord
 from isolate.store.engine import display_url
 from isolate.store.tasks import StaleStateError
 from isolate.tenancy import Tenant, TenantMap
-from isolate.triggering import scheduled_run_id
 from localexec import fairshare
 from localexec.attempt import (
     Attempt,

@@ -26,7 +26,7 @@ from cli.main import isolate
 from isolate.config import load_config
 from isolate.errors import ValidationError
 from isolate.format import load_document
-from isolate.home import open_store
+from isolate.services.home import open_store
 from localexec.sandbox import HostSandbox
 from localexec.scheduler import Scheduler
 from tests.conftest import PYTHON, write_folder

@@ -22,10 +22,10 @@ from filelock import FileLock
 
 from cli.main import isolate
 from isolate.config import load_config
-from isolate.home import open_store
+from isolate.services.home import open_store
+from isolate.services.triggering import trigger
 from isolate.states import RunState, TaskState
 from isolate.store import tables as t
-from isolate.triggering import trigger
 from localexec.scheduler import Scheduler
 from tests.conftest import PYTHON, write_folder
 from tests.databases import backend_label

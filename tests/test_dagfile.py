@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from isolate.config import Settings
-from isolate.dagfile import load_folder, module_name
 from isolate.errors import BundleError, DagDefinitionError, UsageError, ValidationError
+from isolate.services.dagfile import load_folder, module_name
 from isolate.validate import ID_RULE
 from tests.conftest import ETL_DAG
 
@@ -63,7 +63,7 @@ def test_a_single_file_loads_only_its_dags_but_bundles_the_folder(make_folder) -
 def _hash_in_subprocess(folder: Path, seed: str) -> str:
     code = (
         "import sys, json\n"
-        "from isolate.dagfile import load_folder\n"
+        "from isolate.services.dagfile import load_folder\n"
         "s = load_folder(sys.argv[1])\n"
         "print(json.dumps([[d.spec_hash, d.canonical] for d in s.dags] + [s.bundle.hash]))\n"
     )
@@ -262,7 +262,7 @@ def test_one_problem_keeps_its_own_error(make_folder) -> None:
 
 
 def test_the_lock_inputs_are_those_isolate_lock_reads() -> None:
-    from isolate import dagfile, locking
+    from isolate.services import dagfile, locking
 
     assert dagfile.LOCK_INPUTS == locking.INPUTS and dagfile.DEFAULT_LOCKFILE == locking.OUTPUT
 

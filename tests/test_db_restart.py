@@ -26,9 +26,9 @@ from click.testing import CliRunner
 
 from cli.main import isolate
 from isolate.config import load_config
-from isolate.home import open_store
+from isolate.services.home import open_store
+from isolate.services.triggering import trigger
 from isolate.states import RunState, TaskState
-from isolate.triggering import trigger
 from localexec.scheduler import Scheduler
 from tests.conftest import PYTHON, write_folder
 from tests.osusers import clear_isolate_env

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from isolate import doctor, hostcaps
+from isolate.services import doctor, hostcaps
 from tests.osusers import unique
 
 RUN_AS = unique("isodoc-run")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from isolate.config import load_config
-from isolate.environments import env_cache
+from isolate.services.environments import env_cache
 from tests.conftest import Wheelhouse
 
 TINY_DAG = """

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from isolate.clearing import clear_tasks
 from isolate.config import load_config
 from isolate.health import STALE_AFTER, assess, health_path, read_health
-from isolate.home import open_store
+from isolate.services.clearing import clear_tasks
+from isolate.services.home import open_store
+from isolate.services.triggering import trigger
 from isolate.states import RunState, TaskState
 from isolate.store import Store, tables
-from isolate.triggering import trigger
 from localexec import scheduler as scheduler_module
 from localexec.scheduler import Scheduler
 

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from cli.main import isolate
 from isolate.config import load_config
 from isolate.health import read_health
-from isolate.home import open_store
+from isolate.services.home import open_store
 from isolate.states import RunState, TaskState
 from localexec.scheduler import Scheduler
 from tests.conftest import PYTHON, write_folder

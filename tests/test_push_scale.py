@@ -17,9 +17,9 @@ import pytest
 from isolate import bundles
 from isolate.bundles import Bundle, make_bundle, read_bundle_files
 from isolate.config import Settings, load_config
-from isolate.dagfile import load_folder
 from isolate.errors import BundleError, ConfigError
-from isolate.home import _TEMPLATE
+from isolate.services.dagfile import load_folder
+from isolate.services.home import _TEMPLATE
 
 CAP = 32 * 1024 * 1024
 TINY_DAG = """

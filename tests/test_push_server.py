@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from isolate.config import Settings, load_config
-from isolate.dagfile import load_folder
 from isolate.errors import IsolateError
-from isolate.home import init_home, open_store, upgrade_database
-from isolate.pushclient import NoPushServerError, push_via_server, socket_path
-from isolate.pushwire import decode_snapshot
+from isolate.services.dagfile import load_folder
+from isolate.services.home import init_home, open_store, upgrade_database
+from isolate.services.pushclient import NoPushServerError, push_via_server, socket_path
+from isolate.services.pushwire import decode_snapshot
 from localexec.pushserver import PushServer
 from tests.conftest import PYTHON, write_folder
 from tests.osusers import clear_isolate_env, os_users, unique

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 
 from isolate.config import load_config
-from isolate.dagfile import FolderSnapshot, load_folder
 from isolate.model import Limits
-from isolate.pushclient import push_via_server
-from isolate.pushwire import INTERNAL_ERROR, LATE, encode_request
-from isolate.triggering import trigger
+from isolate.services.dagfile import FolderSnapshot, load_folder
+from isolate.services.pushclient import push_via_server
+from isolate.services.pushwire import INTERNAL_ERROR, LATE, encode_request
+from isolate.services.triggering import trigger
 from localexec.cgroups import AttemptCgroup, detect, release
 from localexec.pushserver import PushServer
 from localexec.scheduler import Scheduler

@@ -32,7 +32,7 @@ from click.testing import CliRunner
 from cli.main import isolate
 from isolate.config import load_config
 from isolate.errors import ConfigError
-from isolate.home import open_store
+from isolate.services.home import open_store
 from isolate.tenancy import Tenant, TenantHardening
 from localexec import sandbox as sandbox_module
 from localexec.attempt import Attempt

@@ -34,11 +34,11 @@ import pytest
 
 from isolate.bundles import make_bundle
 from isolate.config import Settings
-from isolate.dagfile import load_folder
 from isolate.errors import IsolateError, ValidationError
 from isolate.format import load_document
 from isolate.model import Limits
-from isolate.pushwire import decode_snapshot
+from isolate.services.dagfile import load_folder
+from isolate.services.pushwire import decode_snapshot
 from isolate.validate import LOADER_ENV_NAMES, check_push, is_loader_variable
 from localexec.attempt import Attempt
 from localexec.sandbox import (

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from cli.main import isolate
 from isolate.config import load_config
-from isolate.home import open_store
+from isolate.services.home import open_store
 from isolate.states import RunState, TaskState
 from localexec.scheduler import Scheduler
 from tests.databases import backend_label

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from cli.main import isolate
 from envcache.tree import remove_tree
 from isolate.config import load_config
-from isolate.home import DIRECTORIES
+from isolate.services.home import DIRECTORIES
 from tests.osusers import clear_isolate_env, os_users, unique
 
 REPO = Path(__file__).resolve().parent.parent

@@ -56,9 +56,9 @@ class FolderSnapshot:
 #: around it (e.g. to show progress).
 Step = Callable[[str], AbstractContextManager[object]]
 
-#: The lockfile a DAG names by default, and the inputs ``isolate lock`` makes it from (as in
-#: :mod:`isolate.locking`, which imports this module). A folder with none of them, whose DAGs
-#: declare no requirements, has nothing to lock: its DAGs get the empty lock.
+#: The lockfile a DAG names by default, and the inputs ``isolate lock`` makes it from (as
+#: in :mod:`isolate.services.locking`, which imports this module). A folder with none of
+#: them, whose DAGs declare no requirements, has nothing to lock: its DAGs get the empty lock.
 DEFAULT_LOCKFILE = "requirements.txt"
 LOCK_INPUTS = ("requirements.in", "pylock.toml")
 

@@ -11,10 +11,10 @@ import socket
 from pathlib import Path
 
 from isolate.config import Config
-from isolate.dagfile import FolderSnapshot
 from isolate.errors import IsolateError
-from isolate.push import PushResult
-from isolate.pushwire import encode_request, read_frame
+from isolate.services.dagfile import FolderSnapshot
+from isolate.services.push import PushResult
+from isolate.services.pushwire import encode_request, read_frame
 
 SOCKET_NAME = "push.sock"
 REPLY_MAX_BYTES = 1 << 20

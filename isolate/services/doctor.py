@@ -23,7 +23,7 @@ from envcache.interpreter import Interpreter
 from isolate.config import Config
 from isolate.errors import ConfigError
 from isolate.health import assess, read_health
-from isolate.hostcaps import bubblewrap, describe_landlock, landlock_abi, probe
+from isolate.services.hostcaps import bubblewrap, describe_landlock, landlock_abi, probe
 from isolate.tenancy import load_tenants, tenants_path, validate_file
 
 

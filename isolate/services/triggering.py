@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from isolate.catalog import stored_version
 from isolate.errors import UsageError
+from isolate.services.catalog import stored_version
 from isolate.store import RunRecord, Store
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from isolate.config import Config
-from isolate.dagfile import FolderSnapshot, load_folder
-from isolate.environments import EnvResolver, spec_lock
+from isolate.services.dagfile import FolderSnapshot, load_folder
+from isolate.services.environments import EnvResolver, spec_lock
 from isolate.store import NewVersion
 
 if TYPE_CHECKING:

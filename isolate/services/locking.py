@@ -18,8 +18,8 @@ from pathlib import Path
 from envcache import uv
 from envcache.interpreter import Interpreter
 from envcache.lockfile import parse_pylock, parse_requirements
-from isolate.dagfile import declared_requirements
 from isolate.errors import UsageError
+from isolate.services.dagfile import declared_requirements
 
 INPUTS = ("requirements.in", "pylock.toml")
 OUTPUT = "requirements.txt"

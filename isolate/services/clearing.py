@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from isolate.catalog import stored_version
 from isolate.errors import UsageError
+from isolate.services.catalog import stored_version
 from isolate.states import FINISHED_TASK_STATES, RunState, TaskState
 from isolate.store import RunRecord, Store
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
-from isolate.catalog import stored_specs, stored_version
-from isolate.environments import EnvResolver
+from isolate.services.catalog import stored_specs, stored_version
+from isolate.services.environments import EnvResolver
 from isolate.store import Store
 
 

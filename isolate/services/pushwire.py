@@ -20,9 +20,9 @@ from typing import Any
 from isolate import jsondata
 from isolate.bundles import Bundle, bundle_hash, list_bundle
 from isolate.config import Settings
-from isolate.dagfile import FolderSnapshot, LoadedDag
 from isolate.errors import IsolateError, UsageError
 from isolate.format import canonical_json, load_document, spec_hash
+from isolate.services.dagfile import FolderSnapshot, LoadedDag
 from isolate.store.records import MAX_MESSAGE
 from isolate.validate import check_push
 
