@@ -13,13 +13,22 @@ from isolate.validate import find_cycle
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("isolate", "envcache", "localexec", "cli")
-# What each package may import, per docs/architecture.md's arrows.
+SERVICES = "isolate.services"
+# What each layer may import, per docs/architecture.md's arrows. The model is isolate
+# without its services.
 ALLOWED = {
     "envcache": {"envcache"},
-    "isolate": {"isolate", "envcache"},
-    "localexec": {"localexec", "isolate", "envcache"},
-    "cli": {"cli", "localexec", "isolate", "envcache"},
+    "isolate": {"isolate"},
+    SERVICES: {SERVICES, "isolate", "envcache"},
+    "localexec": {"localexec", SERVICES, "isolate", "envcache"},
+    "cli": {"cli", "localexec", SERVICES, "isolate", "envcache"},
 }
+
+
+def _layer(module: str) -> str:
+    if module == SERVICES or module.startswith(SERVICES + "."):
+        return SERVICES
+    return module.split(".")[0]
 SDK_MODULES = {"isolate", "isolate.sdk", "isolate.errors"}
 
 
@@ -75,17 +84,23 @@ def _sources() -> dict[str, Path]:
     }
 
 
-@pytest.mark.parametrize("package", PACKAGES)
-def test_packages_import_only_what_the_design_allows(package: str) -> None:
+@pytest.mark.parametrize("layer", ALLOWED)
+def test_layers_import_only_what_the_design_allows(layer: str) -> None:
     bad = []
     for name, path in _sources().items():
-        if name.split(".")[0] != package:
+        if _layer(name) != layer:
             continue
         for imported in _imports(path, top_level_only=False):
-            top = imported.split(".")[0]
-            if top in PACKAGES and top not in ALLOWED[package]:
+            if imported.split(".")[0] in PACKAGES and _layer(imported) not in ALLOWED[layer]:
                 bad.append(f"{name} imports {imported}")
     assert bad == []
+
+
+def test_services_are_a_layer_of_their_own() -> None:
+    assert _layer("isolate.services.push") == SERVICES
+    assert _layer(SERVICES) == SERVICES
+    assert _layer("isolate.model") == _layer("isolate.servicesx") == "isolate"
+    assert SERVICES not in ALLOWED["isolate"] and "envcache" not in ALLOWED["isolate"]
 
 
 def test_no_import_cycles_between_modules() -> None:
