@@ -9,6 +9,7 @@ import click
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table
 from isolate.config import load_config
+from isolate.services import documents
 from isolate.services.home import open_store
 
 
@@ -27,20 +28,7 @@ def audit(target: str | None, limit: int, home: str | None, as_json: bool) -> No
     with open_store(load_config(home)) as store:
         records = store.list_audit(target=target, limit=limit)
     if as_json:
-        print_json(
-            [
-                {
-                    "id": r.id,
-                    "at": r.at,
-                    "actor": r.actor,
-                    "action": r.action,
-                    "target": r.target,
-                    "outcome": r.outcome,
-                    "details": r.details,
-                }
-                for r in records
-            ]
-        )
+        print_json([documents.audit_event(r) for r in records])
         return
     print_table(
         ["AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "DETAILS"],

@@ -14,8 +14,8 @@ from cli.options import home_option, json_option
 from cli.output import print_json, print_table, printable, short_hash, timestamp, write_output
 from isolate.config import current_user, load_config
 from isolate.errors import IsolateError, UsageError
+from isolate.services import documents
 from isolate.services.home import open_store
-from isolate.store import VersionRecord
 
 if TYPE_CHECKING:
     from isolate.diff import SpecDiff
@@ -48,37 +48,12 @@ def list_(home: str | None, as_json: bool) -> None:
     with _store(home) as store:
         summaries = store.list_dags()
     if as_json:
-        print_json(
-            [
-                {
-                    "dag_id": s.dag_id,
-                    "paused": s.is_paused,
-                    "latest_version": s.latest_version,
-                    "spec_hash": s.spec_hash,
-                    "pushed_by": s.pushed_by,
-                    "pushed_at": s.pushed_at,
-                }
-                for s in summaries
-            ]
-        )
+        print_json([documents.dag_summary(s) for s in summaries])
         return
     print_table(
         ["DAG_ID", "VERSION", "PAUSED", "PUSHED_BY", "PUSHED_AT"],
         [[s.dag_id, s.latest_version, s.is_paused, s.pushed_by, s.pushed_at] for s in summaries],
     )
-
-
-def _version_json(record: VersionRecord) -> dict[str, Any]:
-    return {
-        "dag_id": record.dag_id,
-        "version": record.version,
-        "spec_hash": record.spec_hash,
-        "bundle_hash": record.bundle_hash,
-        "lock_hash": record.lock_hash,
-        "pushed_by": record.pushed_by,
-        "pushed_at": record.pushed_at,
-        "message": record.message,
-    }
 
 
 def _target(task: TaskSpec) -> str:
@@ -126,7 +101,7 @@ def show(
         paused = store.get_dag(dag_id).is_paused
     record, spec = found.record, found.spec
     if fmt == "json":
-        print_json({**_version_json(record), "paused": paused, "spec": spec.to_document()})
+        print_json({**documents.version(record), "paused": paused, "spec": spec.to_document()})
         return
     if fmt in ("dot", "svg"):
         from isolate.graph import to_dot
@@ -203,7 +178,7 @@ def history(dag_id: str, home: str | None, as_json: bool) -> None:
         store.get_dag(dag_id)
         versions = store.list_versions(dag_id)
     if as_json:
-        print_json([_version_json(v) for v in versions])
+        print_json([documents.version(v) for v in versions])
         return
     print_table(
         ["VERSION", "PUSHED_AT", "PUSHED_BY", "SPEC_HASH", "MESSAGE"],

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING
 
 import click
-from filelock import FileLock, Timeout
 
 from cli import daemonlog
 from cli.completion import complete_dag_ids
 from cli.options import home_option, json_option
 from cli.output import print_json, print_table, printable, short_hash, write_output
-from isolate.config import Config, author_config, current_user, load_config
-from isolate.errors import IsolateError, NotFoundError, StoreError, UsageError
+from isolate.config import author_config, current_user, load_config
+from isolate.errors import NotFoundError, UsageError
+from isolate.services import documents
 from isolate.services.home import open_store
-from isolate.states import TaskState
 from isolate.store import RunRecord
 
 # What only some commands need is imported by them: the rest of `isolate runs ...` and
@@ -64,64 +59,11 @@ def scheduler(parallelism: int, until_idle: bool, home: str | None) -> None:
     Example:
       isolate scheduler --parallelism 8
     """
-    from localexec.pushserver import PushServer
-    from localexec.scheduler import Scheduler
+    from localexec.service import serve
 
     config = load_config(home)
     daemonlog.configure()
-    stopping = False
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    # One scheduler per home: a second one's start would settle the first one's running
-    # attempts as left by a killed scheduler (and kill them).
-    lock = FileLock(config.run_dir / "scheduler.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise IsolateError(
-            f"another `isolate scheduler` is running on {config.home}: one per home"
-        ) from None
-    # Ctrl-C: the same orderly stop. The caller's handlers come back when the scheduler
-    # returns (it may run inside another program, a test or the demo).
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        with _open_when_reachable(config, lambda: stopping) as store:
-            server = PushServer(config, store)
-            server.start()  # authors who cannot write the store push through its socket
-            try:
-                with Scheduler(
-                    config, store, parallelism=parallelism, push_health=server.health
-                ) as scheduler:
-                    log.info("%s; push socket %s", scheduler.describe(), server.path)
-                    scheduler.run(until_idle=until_idle, stop=lambda: stopping)
-                    log.info("stopped")
-            finally:
-                server.stop()
-    finally:
-        lock.release()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _open_when_reachable(config: Config, stopping: Callable[[], bool]) -> Store:
-    """The store, waiting for a database that cannot be reached yet (a service started
-    before its database, or during a restart) rather than exiting into a restart loop; any
-    other problem (no home, an outdated schema) is reported at once."""
-    from localexec.scheduler import MAX_OUTAGE_PAUSE, MIN_OUTAGE_PAUSE
-
-    pause = MIN_OUTAGE_PAUSE
-    while True:
-        try:
-            return open_store(config)
-        except StoreError as exc:
-            if not str(exc).startswith("cannot connect to database") or stopping():
-                raise
-            click.echo(f"isolate scheduler: {exc}; retrying in {pause:.1f}s", err=True)
-            time.sleep(pause)
-            pause = min(pause * 2, MAX_OUTAGE_PAUSE)
+    serve(config, parallelism=parallelism, until_idle=until_idle)
 
 
 @click.command()
@@ -148,24 +90,9 @@ def trigger(
 
         run = trigger_run(store, dag_id, actor=current_user(), conf=parsed, version=version)
     if as_json:
-        print_json(_run_json(run))
+        print_json(documents.run(run))
     else:
         click.echo(f"queued {run.dag_id} run {run.run_id} (version {run.version})")
-
-
-def _run_json(run: RunRecord) -> dict[str, Any]:
-    return {
-        "dag_id": run.dag_id,
-        "run_id": run.run_id,
-        "version": run.version,
-        "run_type": run.run_type,
-        "logical_date": run.logical_date,
-        "state": run.state.value,
-        "conf": run.conf,
-        "created_by": run.created_by,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
-    }
 
 
 @click.group()
@@ -195,7 +122,7 @@ def list_(dag_id: str | None, limit: int | None, home: str | None, as_json: bool
             store.get_dag(dag_id)  # NotFoundError: an unknown DAG is not an empty list
         found = store.runs.list(dag_id, limit=limit)
     if as_json:
-        print_json([_run_json(r) for r in found])
+        print_json([documents.run(r) for r in found])
         return
     print_table(
         ["DAG_ID", "RUN_ID", "VERSION", "STATE", "STARTED", "ENDED"],
@@ -227,25 +154,9 @@ def show(run_id: str, dag_id: str | None, home: str | None, as_json: bool) -> No
     with open_store(load_config(home)) as store:
         run = _find_run(store, run_id, dag_id)
         tasks = store.tasks.list(run.dag_id, run.run_id)
-    rows = []
-    for ti in tasks:
-        duration = (
-            (ti.ended_at - ti.started_at).total_seconds() if ti.ended_at and ti.started_at else None
-        )
-        rows.append(
-            {
-                "task_id": ti.task_id,
-                "state": ti.state.value,
-                "try_number": ti.try_number,
-                "duration": duration,
-                "run_as": ti.run_as,
-                "env_key": ti.env_key,
-                "outcome": ti.outcome,
-                "xcom": ti.xcom,
-            }
-        )
+    rows = [documents.task_instance(ti) for ti in tasks]
     if as_json:
-        print_json({**_run_json(run), "tasks": rows})
+        print_json({**documents.run(run), "tasks": rows})
         return
     click.echo(f"{run.dag_id} {run.run_id}: {run.state.value} (version {run.version})")
     print_table(
@@ -319,7 +230,7 @@ def grid(dag_id: str, limit: int, home: str | None, as_json: bool) -> None:
         print_json(
             {
                 "dag_id": table.dag_id,
-                "runs": [_run_json(run) for run in table.runs],  # as `runs list` shows them
+                "runs": [documents.run(run) for run in table.runs],  # as `runs list` shows them
                 "tasks": [
                     {
                         "task_id": row.task_id,
@@ -404,48 +315,18 @@ def logs(
     Example:
       isolate tasks logs scheduled__2024-01-01T00:00:00+00:00 load --try 2
     """
+    from localexec.trylogs import copy_log, open_try_log, still_writing
+
     config = load_config(home)
     with open_store(config) as store:
         run = _find_run(store, run_id, dag_id)
-        ti = store.tasks.get(run.dag_id, run.run_id, task_id)
-        number = try_number or ti.try_number
-        if number < 1:
-            if ti.state in (TaskState.UPSTREAM_FAILED, TaskState.SKIPPED):
-                why = (
-                    "an upstream task failed"
-                    if ti.state is TaskState.UPSTREAM_FAILED
-                    else ("its trigger rule skipped it")
-                )
-                raise NotFoundError(
-                    f"task {task_id} of run {run_id} is {ti.state.value}: it never ran, so it "
-                    f"has no log ({why})"
-                )
-            raise NotFoundError(f"task {task_id} of run {run_id} has not started yet")
-        from localexec.workspace import Workspace
-
-        path = Workspace.log_file(config, run.dag_id, run.run_id, task_id, number)
-        try:
-            handle = path.open("rb")
-        except FileNotFoundError:
-            raise NotFoundError(f"no log for try {number} of {task_id} in run {run_id}") from None
+        handle, number = open_try_log(config, store, run, task_id, try_number)
         with handle:
-            while True:
-                _copy_available(handle)
-                if not follow or not _still_writing(store, run, task_id, number):
-                    # The footer is written before the state changes: one last read gets it.
-                    _copy_available(handle)
-                    break
-                time.sleep(0.2)
-
-
-def _copy_available(handle: BinaryIO) -> None:
-    while chunk := handle.read(65536):
-        write_output(chunk)
-
-
-def _still_writing(store: Store, run: RunRecord, task_id: str, number: int) -> bool:
-    ti = store.tasks.get(run.dag_id, run.run_id, task_id)
-    return ti.try_number == number and ti.state.value in ("queued", "running")
+            copy_log(
+                handle,
+                write_output,
+                writing=(lambda: still_writing(store, run, task_id, number)) if follow else None,
+            )
 
 
 @tasks.command()

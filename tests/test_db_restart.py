@@ -205,6 +205,6 @@ def test_a_scheduler_started_before_its_database_waits_for_it(
         reader.join(timeout=30)
     err = "\n".join(lines)
     assert len([line for line in lines if "; retrying in" in line]) >= 2
-    assert lines[0].startswith("isolate scheduler: cannot connect to database postgresql")
+    assert lines[0].startswith("isolate scheduler: warning: cannot connect to database postgresql")
     assert lines[-1].startswith("isolate: error: cannot connect to database")
     assert scheduler.returncode == 6 and "Traceback" not in err
