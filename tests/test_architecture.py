@@ -29,6 +29,8 @@ def _layer(module: str) -> str:
     if module == SERVICES or module.startswith(SERVICES + "."):
         return SERVICES
     return module.split(".")[0]
+
+
 SDK_MODULES = {"isolate", "isolate.sdk", "isolate.errors"}
 
 
