@@ -98,8 +98,13 @@ class EnvCache:
         allow_direct_references: bool = False,
         allow_source_builds: bool = False,
         dedupe: bool = True,
+        shared: bool | None = None,
     ) -> None:
         self.root = Path(root).absolute()
+        # Whether other users run its envs (a node's cache, kept by root, whose tasks run as
+        # tenants' users): then an env's interpreter must be one they can run. A plain
+        # user's own cache serves that user alone, on any interpreter the user can run.
+        self.shared = os.geteuid() == 0 if shared is None else shared
         self.builder = builder if builder is not None else UvBuilder()
         self.sources = Sources(
             tuple(Path(link).absolute() for link in find_links), offline, allow_source_builds
@@ -181,7 +186,8 @@ class EnvCache:
         env = self._existing(key)
         if env is not None:
             return env
-        interpreter.check_accessible()
+        if self.shared:
+            interpreter.check_accessible()
         self._make_layout()
         with FileLock(self.locks_dir / f"{key}.build", mode=0o600):
             env = self._existing(key)  # built by whoever held the lock before us

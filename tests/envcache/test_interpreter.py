@@ -94,3 +94,22 @@ def test_private_binary_or_stdlib_is_refused(python311: Interpreter, public_dir:
     (tmp_path / "lib").chmod(0o750)
     with pytest.raises(InterpreterError, match=r"lib is mode 0750 \(not world-searchable\)"):
         dataclasses.replace(python311, stdlib=str(stdlib)).check_accessible()
+
+
+def test_only_a_shared_cache_asks_for_an_interpreter_other_users_can_run(
+    python311: Interpreter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's cache (root's) serves tenants' users; a plain user's own serves that user."""
+    from envcache.cache import EnvCache
+    from envcache.lock import Lock
+
+    def private(self: Interpreter) -> None:
+        raise InterpreterError(f"interpreter {self.path} cannot be used by other users")
+
+    monkeypatch.setattr(Interpreter, "check_accessible", private)
+    assert EnvCache(tmp_path / "default").shared is (os.geteuid() == 0)
+    with pytest.raises(InterpreterError, match="cannot be used by other users"):
+        EnvCache(tmp_path / "node", shared=True).ensure(Lock(()), python311)
+    assert not (tmp_path / "node" / "envs").exists()  # refused before anything was made
+    env = EnvCache(tmp_path / "own", shared=False).ensure(Lock(()), python311)
+    assert env.python.is_file()
