@@ -213,3 +213,18 @@ def test_the_guides_link_to_files_that_exist() -> None:
             if not (doc.parent / target.split("#")[0]).exists():
                 missing.append(f"{doc.name}: {target}")
     assert not missing
+
+
+def test_the_repository_tracks_nothing_it_ignores() -> None:
+    """A tracked path that .gitignore names (a stray .venv file, a build tree) is a mistake:
+    scripts/demo.sh could not make its .venv directory in a fresh clone."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--ignored", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert tracked == []
