@@ -322,6 +322,7 @@ def test_demo_sh_says_what_an_existing_venv_runs_on(dirs: tuple[Path, Path]) -> 
     public, private = dirs
     (public / "scripts").mkdir()
     shutil.copy(DEMO_SH, public / "scripts" / "demo.sh")
+    shutil.copy(DEMO_SH.with_name("venv.sh"), public / "scripts" / "venv.sh")
     (private / "python3.11").symlink_to(SYSTEM_PYTHON)
     venv = public / ".venv"
     for python, said in (
