@@ -3,24 +3,19 @@
 # push the example DAG folder (its env is built), push again (nothing changes), list, show,
 # history, the env; then trigger a run, let the scheduler run it, and look at the result.
 set -euo pipefail
+say() { printf 'tour.sh: %s\n' "$*" >&2; }
+# shellcheck source=scripts/venv.sh
+source "$(dirname "$0")/venv.sh"
 cd "$(dirname "$0")/.."
-python=${PYTHON:-python3.11}
-if [ ! -x .venv/bin/isolate ]; then
-    "$python" -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check -e .
-fi
+ensure_venv  # on a python3.11 every user may run (scripts/venv.sh); PYTHON=... chooses
 home=$(mktemp -d "${TMPDIR:-/tmp}/isolate-tour.XXXXXX")
 trap 'rm -rf "$home"' EXIT
 export ISOLATE_HOME="$home/home"
-if [ "$(id -u)" = 0 ]; then
-    # A real node maps each DAG to an OS user in /etc/isolate/tenants.toml; this throwaway
-    # home has no tenants, so its tasks may run as root.
-    echo "tour: running as root with no tenant mapping: the example's tasks run as root"
-    export ISOLATE_ALLOW_ROOT_TASKS=true
-fi
 run() { printf '\n$ %s\n' "$*"; "$@"; }
 PATH="$PWD/.venv/bin:$PATH"
-run isolate init
+# A throwaway home of one user: its tasks run as whoever runs the scheduler (root too).
+# A shared node maps each DAG to an OS user instead (docs/admin-guide.md).
+run isolate init --single-user
 run isolate lock examples/etl --offline
 run isolate push examples/etl -m "first version"
 run isolate push examples/etl
