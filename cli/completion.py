@@ -80,21 +80,19 @@ def complete_dag_ids(
 def stored_dag_ids(home: str | None) -> list[str]:
     """The DAG ids in ``home``'s store; raises if the home or its database is unreadable.
 
-    Reads only: a SQLite file that does not exist is not opened (connecting would create it).
+    Reads only: a SQLite file that does not exist is not opened (connecting would create
+    it), nor one named by a URL with a driver or options.
     """
-    from isolate.services.home import (
-        open_store,  # the store (SQLAlchemy) only when completing an id
-    )
-    from isolate.store.engine import parse_url
+    from isolate.services.listing import dag_summaries
+    from isolate.store.lite import sqlite_file
 
     config = load_config(home)
-    url = parse_url(config.database_url)
-    if url.get_backend_name() == "sqlite":
-        path = url.database
-        if not path or path == ":memory:" or not os.access(path, os.R_OK):
+    url = config.database_url
+    if url.startswith("sqlite"):
+        path = sqlite_file(url)
+        if path is None or not os.access(path, os.R_OK):
             return []
-    with open_store(config) as store:
-        return [summary.dag_id for summary in store.list_dags()]
+    return [summary.dag_id for summary in dag_summaries(config)]
 
 
 def within(seconds: float, work: Callable[[], list[str]]) -> list[str]:

@@ -45,8 +45,9 @@ def list_(home: str | None, as_json: bool) -> None:
     Example:
       isolate dags list --json
     """
-    with _store(home) as store:
-        summaries = store.list_dags()
+    from isolate.services.listing import dag_summaries
+
+    summaries = dag_summaries(load_config(home))
     if as_json:
         print_json([documents.dag_summary(s) for s in summaries])
         return

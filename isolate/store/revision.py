@@ -1,0 +1,5 @@
+"""The schema revision this code expects, importable without SQLAlchemy."""
+
+from __future__ import annotations
+
+HEAD_REVISION = "0004"  # isolate/migrations/versions: the newest one's ``revision``
