@@ -2,10 +2,11 @@
 
 Most of a no-op python task's start is the interpreter's own (about 7 ms here, most of a
 bare ``python -c pass``). A *spare* pays it before the attempt exists: the supervisor forks,
-the child does everything the cold path does that does not depend on the attempt (a new
-session, stdio on /dev/null, default signals, the privilege drop of :mod:`privdrop`, umask
-077, every fd closed but its control socket, the resource limits) and execs the env's
-python on the bootstrap, which imports what it needs and blocks on the socket.
+the child runs the steps of the cold path's set-up that do not depend on the attempt, in the
+same order (:data:`localexec.preexec.PIPELINE`: the cgroup, a new session, stdio on
+/dev/null, default signals, the privilege drop of :mod:`privdrop`, umask 077, the sandbox,
+every fd closed but its control socket, the resource limits) and execs the env's python on
+the bootstrap, which imports what it needs and blocks on the socket.
 
 When an attempt of the same (interpreter, bootstrap, user, limits) is launched, the
 supervisor gives the work dir to the user, creates the log as for a cold start, and sends the
@@ -43,28 +44,18 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import psutil
 
 from isolate.model import Limits
 from localexec.attempt import Attempt, Running
-from localexec.bootstrap import SPARE_FD_VAR
 from localexec.cgroups import AttemptCgroup, Hierarchies
-from localexec.child import (
-    EXIT_SETUP_FAILED,
-    above_stdio,
-    base_environment,
-    close_fds_except,
-    context_document,
-    context_memfd,
-    reset_signals,
-    task_environment,
-)
-from localexec.limits import apply_limits
+from localexec.child import context_document, context_memfd, task_environment
 from localexec.logs import create_log, header, process_line, write_all
-from localexec.privdrop import become, give_work_dir, identity_of
-from localexec.sandbox import Sandbox, confine, layers_for
+from localexec.preexec import EXIT_SETUP_FAILED, Launch, enter
+from localexec.privdrop import give_work_dir, identity_of
+from localexec.sandbox import Sandbox, layers_for
+from localexec.supervisor import start_time_of, started
 from localexec.templating import has_template
 
 # What the interpreter reads from the environment when it starts: a spare started without
@@ -158,46 +149,24 @@ def spawn(kind: SpareKind, cgroup: AttemptCgroup | None = None) -> Spare:
     if pid == 0:
         try:
             ours.close()
-            if cgroup is not None:
-                cgroup.join()
-            _spare_main(kind, theirs.detach(), supervisor, layers)
+            control = theirs.detach()
+            enter(
+                Launch.spare(
+                    kind.python,
+                    kind.bootstrap,
+                    kind.run_as,
+                    kind.limits,
+                    kind.sandbox,
+                    control,
+                    supervisor=supervisor,
+                    cgroup=cgroup,
+                    layers=layers,
+                )
+            )
         finally:
             os._exit(EXIT_SETUP_FAILED)
     theirs.close()
-    try:
-        start_time = psutil.Process(pid).create_time()
-    except psutil.Error:
-        start_time = 0.0
-    return Spare(kind, pid, start_time, ours, born=time.monotonic(), cgroup=cgroup)
-
-
-def _spare_main(kind: SpareKind, control: int, supervisor: int, layers: list[int]) -> NoReturn:
-    """The forked child: the cold path's set-up, minus the attempt, then exec the bootstrap."""
-    try:
-        os.setsid()
-        if os.geteuid() == 0:
-            # Start up only on CPU time nobody else wants; start_warm restores the normal
-            # policy at hand-over (which only root can always do).
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        control = above_stdio(control)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        if devnull > 2:
-            os.close(devnull)
-        reset_signals()
-        user = become(kind.run_as, supervisor=supervisor)
-        os.umask(0o077)
-        os.chdir("/")
-        env = base_environment(kind.python, user=user)
-        env[SPARE_FD_VAR] = str(control)
-        os.set_inheritable(control, True)
-        argv = [*confine(kind.sandbox, layers), str(kind.python), "-I", str(kind.bootstrap)]
-        close_fds_except({control})
-        apply_limits(kind.limits)
-        os.execve(argv[0], argv, env)  # noqa: S606 - an argv list, no shell
-    finally:
-        os._exit(EXIT_SETUP_FAILED)
+    return Spare(kind, pid, start_time_of(pid), ours, born=time.monotonic(), cgroup=cgroup)
 
 
 def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Running | None:
@@ -263,21 +232,17 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
     if not attempt.sends_result:  # a command sends none: its end was closed before exec
         os.close(result_r)
         result_r = -1
-    for fd in (result_r, error_r, output_r):
-        if fd >= 0:
-            os.set_blocking(fd, False)
-    return Running(
-        attempt=attempt,
-        pid=spare.pid,
-        pgid=spare.pid,
+    return started(
+        attempt,
+        spare.pid,
         start_time=spare.start_time,
         started_at=started_at,
-        _monotonic=began,
-        _log_fd=log_fd,
-        _output_fd=output_r,
-        _result_fd=result_r if result_r >= 0 else None,
-        _error_fd=error_r,
-        _cgroup=spare.cgroup,
+        began=began,
+        log_fd=log_fd,
+        output_fd=output_r,
+        result_fd=result_r if result_r >= 0 else None,
+        error_fd=error_r,
+        cgroup=spare.cgroup,
     )
 
 

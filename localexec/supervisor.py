@@ -1,6 +1,6 @@
 """Run one attempt: fork the task process, wait for it, enforce its timeout, read its result.
 
-``start(attempt)`` creates the log, forks (the child's side is :mod:`localexec.child`) and
+``start(attempt)`` creates the log, forks (the child's side is :mod:`localexec.preexec`) and
 returns a :class:`Running`; ``wait(running)`` blocks until the task process has ended and
 returns an :class:`Outcome`. The scheduler calls them from an executor slot; a crash
 between the two loses nothing: ``pid`` + ``start_time`` identify the process for re-adoption.
@@ -26,8 +26,8 @@ import psutil
 from isolate import jsondata
 from localexec.attempt import Attempt, Outcome, Running, describe
 from localexec.cgroups import AttemptCgroup
-from localexec.child import child_main
 from localexec.logs import LogSink, create_log, footer, header, write_all
+from localexec.preexec import EXIT_SETUP_FAILED, Launch, enter
 from localexec.sandbox import exit_signal
 
 _READ_CHUNK = 1 << 16
@@ -63,48 +63,83 @@ def start(
         error_r, error_w = os.pipe()  # close-on-exec: EOF without data means exec happened
         parent_fds.append(error_r)
         child_fds.append(error_w)
+        launch = Launch.cold(
+            attempt,
+            output_w,
+            result_w,
+            error_w,
+            supervisor=os.getpid(),
+            cgroup=cgroup,
+            layers=layers,
+        )
         began = time.monotonic()
-        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
-                child_main(
-                    attempt,
-                    output_w,
-                    result_w,
-                    error_w,
-                    supervisor=supervisor,
-                    cgroup=cgroup,
-                    layers=layers,
-                )
+                enter(launch)
             finally:
-                os._exit(127)
+                os._exit(EXIT_SETUP_FAILED)
     except BaseException:
         for fd in parent_fds + child_fds:
             os.close(fd)
         raise
     for fd in child_fds:
         os.close(fd)
-    for read_end in (result_r, error_r, output_r):
+    return started(
+        attempt,
+        pid,
+        start_time=start_time_of(pid),
+        started_at=started_at,
+        began=began,
+        log_fd=log_fd,
+        output_fd=output_r,
+        result_fd=result_r,
+        error_fd=error_r,
+        cgroup=cgroup,
+    )
+
+
+def started(
+    attempt: Attempt,
+    pid: int,
+    *,
+    start_time: float,
+    started_at: dt.datetime,
+    began: float,
+    log_fd: int,
+    output_fd: int,
+    result_fd: int | None,
+    error_fd: int,
+    cgroup: AttemptCgroup | None,
+) -> Running:
+    """The :class:`Running` of a task process started cold or warm (every one is made
+    here): ``pid`` leads a process group of its own id (its ``setsid``), ``began`` is the
+    monotonic time its timeout counts from, and the read ends of its pipes, the supervisor's
+    from now on, are made non-blocking for :func:`wait`."""
+    for read_end in (result_fd, error_fd, output_fd):
         if read_end is not None:
             os.set_blocking(read_end, False)
-    try:
-        start_time = psutil.Process(pid).create_time()
-    except psutil.Error:  # cannot happen before we reap it; keep the attempt going anyway
-        start_time = 0.0
     return Running(
         attempt=attempt,
         pid=pid,
-        pgid=pid,  # the child's setsid() makes it the leader of a group with its own id
+        pgid=pid,
         start_time=start_time,
         started_at=started_at,
         _monotonic=began,
         _log_fd=log_fd,
-        _output_fd=output_r,
-        _result_fd=result_r,
-        _error_fd=error_r,
+        _output_fd=output_fd,
+        _result_fd=result_fd,
+        _error_fd=error_fd,
         _cgroup=cgroup,
     )
+
+
+def start_time_of(pid: int) -> float:
+    """The start time of our child ``pid`` (psutil's), which identifies it with its pid."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:  # cannot happen before we reap it; keep the attempt going anyway
+        return 0.0
 
 
 def signal_group(running: Running, signum: int) -> None:
