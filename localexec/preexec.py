@@ -434,7 +434,9 @@ def enter(launch: Launch, calls: Syscalls | None = None) -> NoReturn:
                 step(launch, calls)
         except BaseException as exc:
             if launch.report_fd is not None:
-                _report(calls, launch.report_fd, exc)
+                # Where the error pipe is now: the stdio step moves it above 2 when the
+                # supervisor's own stdio was closed and it was given a low number.
+                _report(calls, launch.fds.get("error", launch.report_fd), exc)
     finally:
         calls.exit(EXIT_SETUP_FAILED)
 

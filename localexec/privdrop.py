@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from isolate.errors import IsolateError
 
 if TYPE_CHECKING:
-    from localexec.attempt import Attempt
+    pass
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
@@ -40,12 +40,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 class PrivilegeDropError(IsolateError):
     """The task process cannot become the user it must run as."""
-
-
-def drop_privileges(attempt: Attempt, *, supervisor: int) -> str:
-    """Become ``attempt.run_as`` (None: stay who we are), giving it the attempt's work dir
-    first. Returns who we are now."""
-    return become(attempt.run_as, supervisor=supervisor, work_dir=attempt.work_dir)
 
 
 def become(run_as: str | None, *, supervisor: int, work_dir: Path | None = None) -> str:

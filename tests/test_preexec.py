@@ -337,6 +337,17 @@ def test_fds_below_3_are_moved_before_stdio_is_rewired(tmp_path: Path) -> None:
     assert 102 in calls.named("close_fds_except")[0][1]
 
 
+def test_a_failure_after_the_move_is_reported_on_the_moved_error_pipe(tmp_path: Path) -> None:
+    """With the supervisor's stdio closed the error pipe may be fd 2: once moved above 2,
+    fd 2 is the log, and the report must go to the pipe's new number."""
+    calls = Recording(fail_at=COLD.index("become"))
+    run(cold(attempt_of(tmp_path), output=1, error=2), calls)
+    assert calls.calls[-2:] == [
+        ("write", 102, b"Permission denied: /the/thing"),
+        ("exit", EXIT_SETUP_FAILED),
+    ]
+
+
 @pytest.mark.parametrize("failing", range(len(COLD)), ids=lambda i: f"{i}-{COLD[i]}")
 def test_a_cold_start_reports_a_failed_step_and_runs_nothing_after_it(
     tmp_path: Path, failing: int
