@@ -81,7 +81,8 @@ class Attempt:
     args: Sequence[Any] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     command: str | Sequence[str] | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
+    env_vars: Mapping[str, str] = field(default_factory=dict)
+    """The task's own environment variables (its spec's ``env``), before any is dropped."""
     limits: Limits = field(default_factory=Limits)
     execution_timeout: float | None = None
     callback_context: Mapping[str, Any] = field(default_factory=dict)
@@ -262,7 +263,7 @@ def task_attempt(
         args=list(task.args),
         kwargs=dict(task.kwargs or {}),
         command=command,
-        env=dict(task.env),
+        env_vars=dict(task.env),
         execution_timeout=task.effective_retry(spec.defaults).execution_timeout,
         **common,
     )

@@ -215,7 +215,7 @@ class Launch:
     """The error pipe a failure is reported on (with fd 2); None: not reported."""
     user: str = ""
     argv: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
+    environ: dict[str, str] = field(default_factory=dict)
     keep: set[int] = field(default_factory=set)
 
     @classmethod
@@ -323,7 +323,7 @@ def _work_dir(launch: Launch, calls: Syscalls) -> None:
 def _banner(launch: Launch, calls: Syscalls) -> None:
     assert launch.attempt is not None
     calls.write(2, process_line(os.getpid(), launch.user))
-    dropped = child.loader_variables(launch.attempt.env)
+    dropped = child.loader_variables(launch.attempt.env_vars)
     if dropped:
         calls.write(2, child.dropped_line(dropped))
 
@@ -335,9 +335,9 @@ def _render_limits(launch: Launch, calls: Syscalls) -> None:
 def _task_program(launch: Launch, calls: Syscalls) -> None:
     attempt = launch.attempt
     assert attempt is not None
-    dropped = child.loader_variables(attempt.env)
+    dropped = child.loader_variables(attempt.env_vars)
     renderer = renderer_for(attempt.context, attempt.xcoms)
-    own = {name: value for name, value in attempt.env.items() if name not in dropped}
+    own = {name: value for name, value in attempt.env_vars.items() if name not in dropped}
     env = child.task_environment(attempt, renderer.render_env(own), user=launch.user)
     keep = {launch.fds["error"]}
     if attempt.kind == "command":
@@ -362,13 +362,13 @@ def _task_program(launch: Launch, calls: Syscalls) -> None:
             env[XCOM_FD_VAR] = str(result_fd)
             keep.add(result_fd)
             calls.set_inheritable(result_fd)
-    launch.argv, launch.env, launch.keep = argv, env, keep
+    launch.argv, launch.environ, launch.keep = argv, env, keep
 
 
 def _spare_program(launch: Launch, calls: Syscalls) -> None:
     control = launch.fds["control"]
-    launch.env = child.base_environment(launch.python, user=launch.user)
-    launch.env[SPARE_FD_VAR] = str(control)
+    launch.environ = child.base_environment(launch.python, user=launch.user)
+    launch.environ[SPARE_FD_VAR] = str(control)
     calls.set_inheritable(control)
     launch.argv = [str(launch.python), "-I", str(launch.bootstrap)]
     launch.keep = {control}
@@ -376,9 +376,9 @@ def _spare_program(launch: Launch, calls: Syscalls) -> None:
 
 def _confine_task(launch: Launch, calls: Syscalls) -> None:
     argv, env, helper_fds = calls.confine_exec(
-        launch.sandbox, launch.layers, launch.argv, launch.env
+        launch.sandbox, launch.layers, launch.argv, launch.environ
     )
-    launch.argv, launch.env = argv, env
+    launch.argv, launch.environ = argv, env
     launch.keep |= helper_fds
 
 
@@ -395,7 +395,7 @@ def _limits(launch: Launch, calls: Syscalls) -> None:
 
 
 def _exec(launch: Launch, calls: Syscalls) -> None:
-    calls.exec(launch.argv, launch.env, search_path=not launch.is_spare)
+    calls.exec(launch.argv, launch.environ, search_path=not launch.is_spare)
 
 
 # (name, a cold start's step, a spare's step): the one order of both.

@@ -127,10 +127,12 @@ class Spare:
 
 def warm_start_possible(attempt: Attempt) -> bool:
     """Whether ``attempt`` may run in a spare (see the module docstring for why not)."""
-    if any(name.startswith(_STARTUP_PREFIXES) or name in _STARTUP_NAMES for name in attempt.env):
+    if any(
+        name.startswith(_STARTUP_PREFIXES) or name in _STARTUP_NAMES for name in attempt.env_vars
+    ):
         return False
     command = attempt.command if isinstance(attempt.command, str) else list(attempt.command or ())
-    fields = (list(attempt.args), dict(attempt.kwargs), dict(attempt.env), command)
+    fields = (list(attempt.args), dict(attempt.kwargs), dict(attempt.env_vars), command)
     return not any(has_template(value) for value in fields)
 
 
@@ -197,7 +199,7 @@ def start_warm(attempt: Attempt, spare: Spare, *, reader_gid: int | None) -> Run
         )
     document["spare"] = {
         "work_dir": str(attempt.work_dir),
-        "env": task_environment(attempt, attempt.env, user=user),
+        "env": task_environment(attempt, attempt.env_vars, user=user),
         "banner": process_line(spare.pid, user, warm=True).decode(),
     }
     log_fd = create_log(attempt.log_path, reader_gid=reader_gid)

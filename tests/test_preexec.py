@@ -314,7 +314,7 @@ def test_a_command_gets_no_context_and_not_the_loaders_variables(tmp_path: Path)
         callable=None,
         args=(),
         command="echo {{ task_id }}",
-        env={"LD_PRELOAD": "/evil.so", "GREETING": "hi"},
+        env_vars={"LD_PRELOAD": "/evil.so", "GREETING": "hi"},
         sandbox=Sandbox(),
     )
     calls = Recording()

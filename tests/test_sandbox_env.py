@@ -160,7 +160,7 @@ def test_bwrap_itself_runs_with_isolates_environment_and_the_task_gets_its_own(
         make_attempt(
             TASKS,
             callable="tasks:held_until_released",
-            env={"CANARY": secret, "BIG": big, "TRICKY": "--bind / /\nx"},
+            env_vars={"CANARY": secret, "BIG": big, "TRICKY": "--bind / /\nx"},
             execution_timeout=60,
         ),
         landlock="off",
@@ -286,7 +286,7 @@ def test_loader_variables_of_a_stored_version_are_dropped_and_logged(
 ) -> None:
     dropped = {"LD_LIBRARY_PATH": "/x", "GCONV_PATH": "/y", "LD_DEBUG": "all"}
     attempt = confined(
-        make_attempt(TASKS, callable="tasks:environment", env={**dropped, "MODE": "fast"}),
+        make_attempt(TASKS, callable="tasks:environment", env_vars={**dropped, "MODE": "fast"}),
         landlock="off",
         bubblewrap=bubblewrap,
     )
@@ -330,7 +330,7 @@ def test_a_preloaded_library_of_a_stored_version_never_runs(
     )
     out = attempt.work_dir / "evil.txt"
     attempt = confined(
-        replace(attempt, env={"LD_PRELOAD": str(library), "EVIL_OUT": str(out)}),
+        replace(attempt, env_vars={"LD_PRELOAD": str(library), "EVIL_OUT": str(out)}),
         landlock="off",
         bubblewrap=bubblewrap,
     )

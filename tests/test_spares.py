@@ -127,10 +127,10 @@ def test_only_plain_python_attempts_are_warm_started(make_attempt: MakeAttempt) 
     for overrides in (
         {"kwargs": {"when": "{{ ds }}"}},
         {"args": [["x", {"y": "{% if true %}1{% endif %}"}]]},
-        {"env": {"GREETING": "{{ dag_id }}"}},
-        {"env": {"PYTHONPATH": "/tmp"}},
-        {"env": {"LC_ALL": "C"}},
-        {"env": {"TZ": "Europe/Paris"}},
+        {"env_vars": {"GREETING": "{{ dag_id }}"}},
+        {"env_vars": {"PYTHONPATH": "/tmp"}},
+        {"env_vars": {"LC_ALL": "C"}},
+        {"env_vars": {"TZ": "Europe/Paris"}},
         {"kind": "command", "command": ["echo", "{{ ds }}"], "callable": None},
         {"kind": "command", "command": "echo {{ ds }}", "callable": None},
     ):

@@ -339,7 +339,7 @@ def test_the_task_process_is_clean(
     leaked = os.open(os.devnull, os.O_RDONLY)
     os.set_inheritable(leaked, True)  # even an inheritable fd of the supervisor is closed
     try:
-        attempt = make_attempt(TASKS, callable="tasks:process_facts", env={"MINE": "{{ ds }}"})
+        attempt = make_attempt(TASKS, callable="tasks:process_facts", env_vars={"MINE": "{{ ds }}"})
         facts = run(attempt).xcom
     finally:
         os.close(leaked)
