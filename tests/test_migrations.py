@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from isolate.errors import StoreError
-from isolate.store import Store, migrate, tables
+from isolate.store import NewVersion, Store, VersionEnvRecord, content_hash, migrate, tables
 from isolate.store.engine import make_engine
 from isolate.store.tables import metadata
 from tests.databases import (
@@ -208,3 +208,39 @@ def test_chunked_blobs_survive_a_downgrade_and_upgrade(db_url: str) -> None:
     migrate.upgrade(db_url)
     with Store.open(db_url) as store:
         assert store.get_blob(digest) == data  # kept in blobs.data, read as before
+
+
+def test_versions_stored_at_0004_have_no_envs_until_one_is_saved(db_url: str) -> None:
+    migrate.upgrade(db_url, "0004")
+    spec, bundle, lock = '{"dag_id": "etl"}', b"bundle", b"lock"
+    new = NewVersion(
+        dag_id="etl",
+        spec_hash=content_hash(spec.encode()),
+        spec_json=spec,
+        bundle_hash=content_hash(bundle),
+        bundle=bundle,
+        lock_hash=content_hash(lock),
+        lock=lock,
+    )
+    with Store.open(db_url, check_schema=False) as store:  # the versions of an older isolate
+        before = store.add_version(new, pushed_by="alice", message=None).version
+
+    migrate.upgrade(db_url)
+
+    env = VersionEnvRecord(basis="b" * 64, env_key="e" * 64, lock_json="{}")
+    with Store.open(db_url) as store:
+        assert store.get_version("etl", 1) == before
+        assert store.version_envs.get("etl", 1, env.basis) is None
+        assert store.version_envs.save([("etl", 1, env)]) == 1
+        assert store.version_envs.get("etl", 1, env.basis) == env
+    migrate.downgrade(db_url, "0004")
+    engine = make_engine(db_url)
+    try:
+        assert "dag_version_envs" not in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    with Store.open(db_url, check_schema=False) as store:
+        assert store.get_version("etl", 1) == before  # derived data gone, versions kept
+    migrate.upgrade(db_url)
+    with Store.open(db_url) as store:
+        assert store.version_envs.keys(env.basis) == {}

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from isolate.errors import NotFoundError, StoreError, UsageError
-from isolate.store import NewVersion, Store, content_hash, migrate
+from isolate.store import NewVersion, Store, VersionEnvRecord, content_hash, migrate
 from isolate.store.tables import UTCDateTime
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +38,7 @@ def new_version(
     dag_id: str = "etl",
     bundle: bytes = b"bundle bytes",
     lock: bytes = b"lock bytes",
+    env: VersionEnvRecord | None = None,
 ) -> NewVersion:
     return NewVersion(
         dag_id=dag_id,
@@ -47,6 +48,7 @@ def new_version(
         bundle=bundle,
         lock_hash=content_hash(lock),
         lock=lock,
+        env=env,
     )
 
 
@@ -279,6 +281,66 @@ def test_missing_blob_and_bad_kind(store: Store) -> None:
         store.get_blob(digest)
     with pytest.raises(UsageError, match="unknown blob kind 'wheel'"):
         store.put_blob("wheel", b"x")
+
+
+# -- versions' envs ---------------------------------------------------------------------------
+
+
+def env_on(basis: str, key: str) -> VersionEnvRecord:
+    return VersionEnvRecord(basis=basis, env_key=key, lock_json='{"entries": ["\u00e9\U0001f600"]}')
+
+
+def test_a_push_stores_its_env_beside_the_version_not_in_it(store: Store) -> None:
+    plain = store.add_version(new_version(), pushed_by="alice", message=None).version
+    with_env = store.add_version(
+        new_version('{"v": 2}', env=env_on("b1", "1" * 64)), pushed_by="alice", message=None
+    ).version
+
+    assert store.version_envs.get("etl", 2, "b1") == env_on("b1", "1" * 64)
+    assert store.version_envs.get("etl", 2, "b2") is None
+    assert store.version_envs.get("etl", 1, "b1") is None
+    assert store.version_envs.keys("b1") == {("etl", 2): "1" * 64}
+    assert store.version_envs.keys("b2") == {}
+    assert store.get_version("etl", 2) == with_env  # the version's own columns, as pushed
+    assert [v.version for v in store.list_versions("etl")] == [plain.version, 2]
+
+
+def test_an_unchanged_push_adds_its_basis_and_keeps_what_is_stored(store: Store) -> None:
+    store.add_version(new_version(env=env_on("b1", "1" * 64)), pushed_by="alice", message=None)
+
+    again = store.add_version(
+        new_version(env=env_on("b1", "2" * 64)), pushed_by="bob", message=None
+    )
+    other = store.add_version(
+        new_version(env=env_on("b2", "3" * 64)), pushed_by="bob", message=None
+    )
+
+    assert not again.created and not other.created
+    assert store.version_envs.get("etl", 1, "b1") == env_on("b1", "1" * 64)  # never replaced
+    assert store.version_envs.get("etl", 1, "b2") == env_on("b2", "3" * 64)
+
+
+def test_envs_saved_later_fill_only_what_is_missing(store: Store) -> None:
+    push(store)  # as a version stored before its envs were
+    push(store, '{"v": 2}')
+
+    assert store.version_envs.save([]) == 0
+    added = store.version_envs.save(
+        [
+            ("etl", 1, env_on("b1", "1" * 64)),
+            ("etl", 2, env_on("b1", "2" * 64)),
+            ("etl", 1, env_on("b1", "9" * 64)),  # the same version and basis again
+        ]
+    )
+
+    assert added == 2
+    assert store.version_envs.save([("etl", 1, env_on("b1", "8" * 64))]) == 0
+    assert store.version_envs.keys("b1") == {("etl", 1): "1" * 64, ("etl", 2): "2" * 64}
+    with pytest.raises(NotFoundError, match="DAG 'etl' has no version 3"):
+        store.version_envs.save(
+            [("etl", 1, env_on("b2", "1" * 64)), ("etl", 3, env_on("b2", "1" * 64))]
+        )
+    assert store.version_envs.keys("b2") == {}  # one transaction: nothing of it was kept
 
 
 # -- audit ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from isolate.store.records import (
     PushOutcome,
     RunRecord,
     TaskInstanceRecord,
+    VersionEnvRecord,
     VersionRecord,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "RunRecord",
     "Store",
     "TaskInstanceRecord",
+    "VersionEnvRecord",
     "VersionRecord",
     "content_hash",
 ]

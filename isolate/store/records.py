@@ -49,6 +49,20 @@ class VersionRecord:
 
 
 @dataclass(frozen=True)
+class VersionEnvRecord:
+    """A version's env as derived on one ``basis``: derived data, not part of the version.
+
+    ``basis`` fingerprints what the key was computed for (the node's interpreter, builder and
+    key format); ``lock_json`` is the parsed lock as a JSON document. The store treats all
+    three as opaque text; isolate/services/environments.py makes and reads them.
+    """
+
+    basis: str
+    env_key: str
+    lock_json: str
+
+
+@dataclass(frozen=True)
 class AuditRecord:
     """One line of the append-only audit log."""
 
@@ -77,6 +91,9 @@ class NewVersion:
     bundle: bytes
     lock_hash: str
     lock: bytes
+    env: VersionEnvRecord | None = None
+    """The version's env as derived at push, stored with whichever version the push results
+    in (a new one, or the unchanged latest) unless that version has one for its basis."""
 
 
 @dataclass(frozen=True)

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-HEAD_REVISION = "0004"  # isolate/migrations/versions: the newest one's ``revision``
+HEAD_REVISION = "0005"  # isolate/migrations/versions: the newest one's ``revision``

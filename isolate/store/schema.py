@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from isolate.store.engine import database_errors
 
-HEAD_REVISION = "0004"  # isolate/migrations/versions: the newest one's ``revision``
+HEAD_REVISION = "0005"  # isolate/migrations/versions: the newest one's ``revision``
 _VERSION_TABLE = "alembic_version"  # where Alembic records the schema's revision
 
 

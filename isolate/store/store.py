@@ -30,6 +30,7 @@ from isolate.store.runs import Runs
 from isolate.store.schema import check_at_head
 from isolate.store.tasks import TaskInstances
 from isolate.store.transactions import reading, write
+from isolate.store.version_envs import VersionEnvs, insert_missing
 
 
 class Store:
@@ -42,6 +43,7 @@ class Store:
         self.engine = engine
         self.runs = Runs(engine)
         self.tasks = TaskInstances(engine)
+        self.version_envs = VersionEnvs(engine)
 
     @classmethod
     def open(cls, url: str | URL, *, check_schema: bool = True) -> Store:
@@ -86,7 +88,9 @@ class Store:
         revert) is a new version. The blobs are checked against their hashes before anything is
         written (``UsageError`` if they differ). A DAG seen for the first time is created, paused
         if ``paused_at_creation``. Audited as "push", outcome "ok" or "unchanged". A message
-        is at most ``MAX_MESSAGE`` characters (it must fit every backend's column).
+        is at most ``MAX_MESSAGE`` characters (it must fit every backend's column). The
+        push's ``new.env``, if any, is stored with the resulting version, new or unchanged,
+        unless that version has one on its basis already.
         """
         if message is not None and len(message) > MAX_MESSAGE:
             raise UsageError(
@@ -126,6 +130,8 @@ class Store:
             if latest is not None and _same_content(latest, new):
                 details = {"version": latest.version, "spec_hash": new.spec_hash}
                 rows.insert_audit(conn, now, pushed_by, "push", new.dag_id, "unchanged", details)
+                if new.env is not None:
+                    insert_missing(conn, new.dag_id, latest.version, new.env, now)
                 return PushOutcome(version=latest, created=False)
             record = VersionRecord(
                 dag_id=new.dag_id,
@@ -139,6 +145,8 @@ class Store:
                 message=message,
             )
             conn.execute(t.dag_versions.insert().values(**rows.version_values(record)))
+            if new.env is not None:
+                insert_missing(conn, new.dag_id, record.version, new.env, now)
             details = {"version": record.version, "spec_hash": new.spec_hash}
             rows.insert_audit(conn, now, pushed_by, "push", new.dag_id, "ok", details)
             return PushOutcome(version=record, created=True)

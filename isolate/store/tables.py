@@ -124,6 +124,26 @@ dag_versions = sa.Table(
     **_MYSQL_TABLE,
 )
 
+ENV_BASIS_LENGTH = 64  # a sha256 hex digest, as env keys
+
+# A version's env as derived on one basis (the node's interpreter, builder and key format,
+# see isolate/services/environments.py): its env key and its parsed lock, written at push and
+# filled on demand for versions pushed before revision 0005. Derived data, outside the
+# version's row, so it changes neither the version's hashes nor its spec; one row per basis,
+# so a node whose env_python or env_builder changed adds its own instead of trusting another.
+dag_version_envs = sa.Table(
+    "dag_version_envs",
+    metadata,
+    sa.Column("dag_id", sa.String(DAG_ID_LENGTH), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("basis", sa.String(ENV_BASIS_LENGTH), primary_key=True),
+    sa.Column("env_key", sa.String(64), nullable=False),
+    sa.Column("lock_json", LongText, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(["dag_id", "version"], ["dag_versions.dag_id", "dag_versions.version"]),
+    **_MYSQL_TABLE,
+)
+
 audit_log = sa.Table(
     "audit_log",
     metadata,
