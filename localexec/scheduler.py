@@ -368,7 +368,7 @@ class Scheduler:
             key = (ready.run.dag_id, ready.run.version)
             if key not in prepared_for:
                 try:
-                    prepared_for[key] = self._env_ready(ready.spec) and self._bundle_ready(ready)
+                    prepared_for[key] = self._env_ready(ready) and self._bundle_ready(ready)
                 except StoreError:
                     raise
                 except Exception:  # the launch reports it (prepare() meets it again)
@@ -384,10 +384,11 @@ class Scheduler:
         )
         return found is not None
 
-    def _env_ready(self, spec: DagSpec) -> bool:
+    def _env_ready(self, ready: _Ready) -> bool:
         """Whether the version's env is in place; if not, its build is started in the
         background (one at a time: builds are disk and network work, not the loop's)."""
-        key = self.envs.key(spec)
+        spec = ready.spec
+        key = self.envs.for_version(self.store, ready.run.dag_id, ready.run.version, spec).key
         if self.envs.cache.has(key):
             return True
         if self._env_failure(key) is not None:
@@ -722,7 +723,11 @@ class Scheduler:
         lock (in ``held``) like a task, so ``isolate gc`` cannot remove the env under it."""
         spec = self.spec(run.dag_id, run.version)
         tenant = self.tenants.tenant_for(run.dag_id)  # read at every launch: changes apply now
-        failure = self._env_failure(self.envs.key(spec))
+        # The key and lock stored with the version (ensure() below uses them): a launch
+        # parses no lock.
+        failure = self._env_failure(
+            self.envs.for_version(self.store, run.dag_id, run.version, spec).key
+        )
         if failure is not None:
             text = " ".join(str(failure).split())[:500] or type(failure).__name__
             raise IsolateError(f"its env could not be built: {text}")

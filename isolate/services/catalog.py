@@ -1,4 +1,4 @@
-"""Reading DAG versions back from the store as validated specs (for show, history and diff)."""
+"""Reading DAG versions back from the store: records, and validated specs (show, history, diff)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ class StoredVersion:
 def stored_version(store: Store, dag_id: str, version: int | None = None) -> StoredVersion:
     """A version and its parsed spec. Older formats are upgraded on the way."""
     record = store.get_version(dag_id, version)
-    return StoredVersion(record=record, spec=_spec(record))
+    return StoredVersion(record=record, spec=spec_of(record))
 
 
-def _spec(record: VersionRecord) -> DagSpec:
+def spec_of(record: VersionRecord) -> DagSpec:
+    """The version's spec, validated (older formats upgraded)."""
     # The document passed the size cap when it was pushed; a lowered cap must not hide it.
     return load_document(record.spec_json, max_bytes=sys.maxsize)
 
@@ -35,10 +36,8 @@ def diff_versions(store: Store, dag_id: str, old: int, new: int) -> SpecDiff:
     )
 
 
-def stored_specs(store: Store, *, newest: int | None = None) -> Iterator[tuple[str, int, DagSpec]]:
-    """(dag_id, version, spec) of every DAG's versions, newest first; only ``newest`` of each."""
+def stored_records(store: Store, *, newest: int | None = None) -> Iterator[VersionRecord]:
+    """Every DAG's versions, by dag_id and newest first; only the ``newest`` of each."""
     for summary in store.list_dags():
         versions = store.list_versions(summary.dag_id)
-        chosen = versions[::-1] if newest is None else versions[: -newest - 1 : -1]
-        for record in chosen:
-            yield record.dag_id, record.version, _spec(record)
+        yield from versions[::-1] if newest is None else versions[: -newest - 1 : -1]

@@ -2,7 +2,9 @@
 
 The plan and its application are envcache's (:mod:`envcache.gc`); this module only knows
 which envs are roots: those of each DAG's latest ``keep_versions`` versions, of versions
-pinned by queued or running runs, and admin pins.
+pinned by queued or running runs, and admin pins. Each version's key is the one stored with
+it on this node's basis (see :mod:`isolate.services.environments`); only a version without
+one has its spec read and its lock parsed.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
-from isolate.services.catalog import stored_specs, stored_version
+from isolate.services.catalog import stored_records
 from isolate.services.environments import EnvResolver
 from isolate.store import Store
 
@@ -18,8 +20,8 @@ from isolate.store import Store
 def version_keys(store: Store, resolver: EnvResolver) -> dict[str, list[tuple[str, int]]]:
     """Env key -> the (dag_id, version) pairs whose env it is, newest version first."""
     used: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for dag_id, version, spec in stored_specs(store):
-        used[resolver.key(spec)].append((dag_id, version))
+    for pair, key in resolver.version_keys(store, list(stored_records(store))).items():
+        used[key].append(pair)
     for pairs in used.values():
         pairs.sort(key=lambda pair: (pair[0], -pair[1]))
     return dict(used)
@@ -35,14 +37,23 @@ def gc_roots(
     """Env key -> why gc must keep it: a recent version of a DAG, the version of a queued or
     running run (whatever its age), or an admin pin."""
     roots: dict[str, str] = dict(extra or {})
-    for dag_id, version in sorted(store.runs.active_versions()):
-        spec = stored_version(store, dag_id, version).spec
-        roots.setdefault(resolver.key(spec), f"{dag_id} v{version} (has a queued or running run)")
+    active = [
+        store.get_version(dag_id, version)
+        for dag_id, version in sorted(store.runs.active_versions())
+    ]
+    recent = list(stored_records(store, newest=keep_versions))
+    keys = resolver.version_keys(store, active + recent)
+    for record in active:
+        at = (record.dag_id, record.version)
+        roots.setdefault(
+            keys[at], f"{record.dag_id} v{record.version} (has a queued or running run)"
+        )
     seen: set[str] = set()
-    for dag_id, version, spec in stored_specs(store, newest=keep_versions):
-        rank = f"one of the latest {keep_versions}" if dag_id in seen else "latest"
-        seen.add(dag_id)
-        roots.setdefault(resolver.key(spec), f"{dag_id} v{version} ({rank} version)")
+    for record in recent:
+        rank = f"one of the latest {keep_versions}" if record.dag_id in seen else "latest"
+        seen.add(record.dag_id)
+        at = (record.dag_id, record.version)
+        roots.setdefault(keys[at], f"{record.dag_id} v{record.version} ({rank} version)")
     for key, reason in resolver.cache.pins().items():
         roots[key] = f"pinned: {reason}" if reason else "pinned"
     return roots

@@ -2,6 +2,8 @@
 
 Everything is loaded and validated before anything is written, and with ``build_on_push``
 each version's env is built first too: a bad folder or an unbuildable lock stores nothing.
+Each version is stored with its env key and parsed lock on this node's basis, so that no
+launch of its tasks parses the lock again (see :mod:`isolate.services.environments`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from isolate.config import Config
 from isolate.services.dagfile import FolderSnapshot, load_folder
-from isolate.services.environments import EnvResolver, spec_lock
+from isolate.services.environments import EnvResolver
 from isolate.store import NewVersion
 
 if TYPE_CHECKING:
@@ -74,12 +76,12 @@ def commit_snapshot(
 ) -> list[PushResult]:
     """Store the DAGs of a loaded folder (here, or received by the push server)."""
     build = config.settings.build_on_push if build is None else build
-    for dag in snapshot.dags:
-        spec_lock(dag.spec, config)
+    resolver = EnvResolver(config)
+    # Every lock parsed and checked for the node's interpreter before anything is built.
+    derived = {dag.spec.dag_id: resolver.derive(dag.spec) for dag in snapshot.dags}
     keys: dict[str, str | None] = {dag.spec.dag_id: None for dag in snapshot.dags}
     built: dict[str, bool] = {}
     if build:
-        resolver = EnvResolver(config)
         for dag in snapshot.dags:
             key = resolver.key(dag.spec)
             hit = resolver.cache.get(key) is not None
@@ -98,6 +100,7 @@ def commit_snapshot(
                 bundle=snapshot.bundle.data,
                 lock_hash=dag.spec.environment.lock_hash,
                 lock=dag.lock,
+                env=resolver.record(derived[dag.spec.dag_id]),
             ),
             pushed_by=pushed_by,
             message=message,
