@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import click
 
@@ -48,42 +47,16 @@ def gc(
     config = load_config(home)
     keep = keep_versions or config.settings.gc_keep_versions
     age: timedelta | None = parse_duration(older_than) if older_than else None
-    from envcache import gc as envgc
-    from isolate.services.environments import EnvResolver
-    from isolate.services.gc import gc_roots
+    from isolate.services.gc import collect_envs
 
-    resolver = EnvResolver(config)
     with open_store(config) as store:
-        roots = gc_roots(store, resolver, keep_versions=keep)
-        plan = envgc.plan(envgc.facts(resolver.cache), roots, now=datetime.now(UTC), older_than=age)
-        report = None if dry_run else envgc.collect(resolver.cache, plan)
-        if report is not None:
-            store.audit(
-                current_user(),
-                "gc",
-                "",
-                details={
-                    "removed": [d.key for d in report.removed],
-                    "in_use": [d.key for d in report.in_use],
-                    "bytes_freed": report.bytes_freed,
-                },
-            )
-    if as_json:
-
-        def decisions(found: Iterable[envgc.Decision]) -> list[dict[str, object]]:
-            return [{"key": d.key, "reason": d.reason, "size": d.size} for d in found]
-
-        print_json(
-            {
-                "dry_run": dry_run,
-                "keep": decisions(plan.keep),
-                "remove": decisions(plan.remove),
-                # Planned for removal, but a running task held them: skipped, left for later.
-                "in_use": decisions(report.in_use) if report else [],
-                "bytes_freed": report.bytes_freed if report else 0,
-            }
+        done = collect_envs(
+            config, store, keep_versions=keep, older_than=age, dry_run=dry_run, actor=current_user()
         )
+    if as_json:
+        print_json(done.to_json())
         return
+    plan, report = done.plan, done.report
     for decision in plan.keep:
         click.echo(f"keep    {short_hash(decision.key)}  {decision.reason}")
     skipped = {d.key for d in report.in_use} if report else set()
