@@ -308,6 +308,19 @@ def test_unreadable_file_is_refused(tmp_path: Path) -> None:
         make_bundle(folder, max_bytes=CAP)
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_directory_is_refused(tmp_path: Path) -> None:
+    # Looking for its pyvenv.cfg raised a bare PermissionError, not a BundleError.
+    folder = sample_folder(tmp_path)
+    write(folder, "closed/a.py")
+    (folder / "closed").chmod(0o000)
+    try:
+        with pytest.raises(BundleError, match=r"cannot list .*closed: Permission denied"):
+            make_bundle(folder, max_bytes=CAP)
+    finally:
+        (folder / "closed").chmod(0o755)
+
+
 def test_non_utf8_name_is_refused(tmp_path: Path) -> None:
     folder = sample_folder(tmp_path)
     fd = os.open(os.fsencode(folder / "pkg") + b"/bad\xff.py", os.O_CREAT | os.O_WRONLY, 0o644)

@@ -13,7 +13,7 @@ import pytest
 
 from isolate.config import Settings
 from isolate.errors import BundleError, DagDefinitionError, UsageError, ValidationError
-from isolate.services.dagfile import load_folder, module_name
+from isolate.services.dagfile import _is_dag_source, is_dag_file, load_folder, module_name
 from isolate.validate import ID_RULE
 from tests.conftest import ETL_DAG
 
@@ -288,3 +288,25 @@ def test_module_names() -> None:
     assert module_name("pkg/__init__.py") == "pkg"
     with pytest.raises(DagDefinitionError):
         module_name("2fast.py")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        b"from isolate import DAG\n",
+        b"# isolate\xff DAG",
+        b"\xffisolate\xc3DAG",  # a cut-off sequence before each word
+        b"iso\xe2\x82late DAG",  # invalid bytes inside a word: not the word
+        b"isolate D\xf0\x9fAG",
+        b"\xc0\xafisolate \xed\xa0\x80DAG",  # overlong and surrogate encodings
+        "# isolate: ünïcode DAG ✓".encode(),
+        b"DAG only",
+        b"",
+    ],
+)
+def test_dag_files_are_found_in_the_undecoded_source(source: bytes) -> None:
+    # Discovery looks for the words in every module's bytes (20,000 for a vendored library)
+    # without decoding them: the answer must be the text's, whatever the bytes.
+    text = source.decode("utf-8", errors="replace")
+    assert _is_dag_source("m.py", source) is is_dag_file("m.py", text)
+    assert _is_dag_source("m.txt", source) is False

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,56 @@ def test_loading_a_folder_never_parses_the_bundle_it_just_made(make_folder, monk
     assert len(contents) == 302 and len(parses) == 1
     assert contents == snapshot.bundle.read_files(snapshot.bundle.files)
     assert read_bundle_files(received.data, ["dag.py", "absent.py"]).keys() == {"dag.py"}
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, object]]) -> None:
+    """Record in ``calls`` each call of os.open, fstat, read, stat and lstat."""
+    for name in ("open", "fstat", "read", "stat", "lstat"):
+        real = getattr(os, name)
+
+        def counting(*args: object, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            calls.append((_name, args[0]))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, counting)
+
+
+def test_bundling_opens_stats_and_reads_each_file_once(tmp_path: Path, monkeypatch) -> None:
+    # The walk stat-ed every file by its path, then each was opened, stat-ed and read twice
+    # (to see its end): six system calls per file where four do, for 20,000 files a push.
+    folder = many_files(tmp_path / "dags", 120)  # pkg0, pkg1, pkg2
+    calls: list[tuple[str, object]] = []
+    _counting(monkeypatch, calls)
+    bundle = make_bundle(folder, max_bytes=CAP)
+    monkeypatch.undo()
+    assert len(bundle.files) == 120
+    by_name = [(name, arg) for name, arg in calls if isinstance(arg, str) and arg.endswith(".py")]
+    assert sorted(name for name, _ in by_name) == ["open"] * 120  # opened by name, once each
+    assert [name for name, _ in calls].count("fstat") == 120
+    assert [name for name, _ in calls].count("read") == 120
+    # Each directory: opened once, and its pyvenv.cfg looked for.
+    assert [arg for name, arg in calls if name == "stat"] == ["pyvenv.cfg"] * 3
+
+
+def test_extracting_opens_each_directory_once(tmp_path: Path, monkeypatch) -> None:
+    # Each file's directories were made and opened again from the top: for a file three
+    # levels down, seven more system calls than creating it.
+    folder = many_files(tmp_path / "dags", 120)
+    (folder / "pkg1" / "deeper").mkdir()
+    (folder / "pkg1" / "deeper" / "data.json").write_text("{}")
+    bundle = make_bundle(folder, max_bytes=CAP)
+    calls: list[tuple[str, object]] = []
+    _counting(monkeypatch, calls)
+    bundle.extract(tmp_path / "out")
+    monkeypatch.undo()
+    opened = [arg for name, arg in calls if name == "open"]
+    assert sorted(map(str, opened)) == sorted(
+        [str(tmp_path / "out"), "pkg0", "pkg1", "pkg2", "deeper", "data.json"]
+        + [f"mod{i}.py" for i in range(120)]
+    )
+    assert read_bundle_files(bundle.data, ["pkg1/deeper/data.json"]) == {
+        "pkg1/deeper/data.json": (tmp_path / "out" / "pkg1" / "deeper" / "data.json").read_bytes()
+    }
 
 
 def _tarfile_bundle(folder: Path, names: list[str]) -> bytes:

@@ -68,6 +68,13 @@ def is_dag_file(relpath: str, text: str) -> bool:
     return relpath.endswith(".py") and "isolate" in text and "DAG" in text
 
 
+def _is_dag_source(relpath: str, source: bytes) -> bool:
+    """:func:`is_dag_file` of the source's bytes, not decoded: the UTF-8 decoder, even
+    replacing invalid bytes, neither drops nor makes an ASCII character, so the words are
+    in the text exactly when their bytes are in the source."""
+    return relpath.endswith(".py") and b"isolate" in source and b"DAG" in source
+
+
 def load_folder(
     path: Path, *, settings: Settings | None = None, step: Step | None = None
 ) -> FolderSnapshot:
@@ -159,7 +166,7 @@ def _load_dags(
         # quadratic in the number of files.
         sources = bundle.read_files(rel for rel in bundle.files if rel.endswith(".py"))
         candidates = [only] if only else list(sources)
-        dag_files = [rel for rel in candidates if is_dag_file(rel, _text(sources.get(rel, b"")))]
+        dag_files = [rel for rel in candidates if _is_dag_source(rel, sources.get(rel, b""))]
     if not dag_files:
         raise UsageError(
             f"{path}: no DAG files found "
@@ -174,10 +181,6 @@ def _load_dags(
         problems.raise_any()
         raise UsageError(f"{path}: the DAG files define no DAG")
     return bundle, found
-
-
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
 
 
 def module_name(relpath: str) -> str:
