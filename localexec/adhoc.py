@@ -46,7 +46,7 @@ def run_task(config: Config, path: Path, task_id: str, *, dag_id: str | None = N
     task = spec.task(task_id)
     # The same rule as the scheduler's: the mapped user, or refusal (e.g. root, no mapping).
     tenant = TenantWatch(config, store=None).tenant_for(spec.dag_id)
-    env = EnvResolver(config).ensure(spec)
+    ensured = EnvResolver(config).ensure(spec)
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="isolate-test-") as scratch:
         root = Path(scratch)
@@ -57,13 +57,13 @@ def run_task(config: Config, path: Path, task_id: str, *, dag_id: str | None = N
         (root / "work").mkdir(mode=0o700)
         log_path = root / "task.log"
         where = Placement(
-            python=env.env.python,
-            bootstrap=runtime.bootstrap_for(env.env.cache_tag),
+            python=ensured.env.python,
+            bootstrap=runtime.bootstrap_for(ensured.env.cache_tag),
             sdk_dir=runtime.sdk_dir,
             bundle_dir=root / "bundle",
             work_dir=root / "work",
             log_path=log_path,
-            env_key=env.key,
+            env_key=ensured.key,
         )
         context = make_context(
             dag_id=spec.dag_id,
@@ -80,7 +80,7 @@ def run_task(config: Config, path: Path, task_id: str, *, dag_id: str | None = N
             config,
             tenant,
             host,
-            python=env.env.python,
+            python=ensured.env.python,
             shared=(root / "runtime", root / "bundle"),
             work_root=root / "work",
         )

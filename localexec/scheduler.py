@@ -731,23 +731,23 @@ class Scheduler:
         if failure is not None:
             text = " ".join(str(failure).split())[:500] or type(failure).__name__
             raise IsolateError(f"its env could not be built: {text}")
-        env = self.envs.ensure(spec)  # a modified env fails the try
-        held.enter_context(self.envs.cache.use(env.key))
+        ensured = self.envs.ensure(spec)  # a modified env fails the try
+        held.enter_context(self.envs.cache.use(ensured.key))
         bundle = self.workspace.request_bundle(
-            self.store, spec.bundle_hash, tenant, python=env.env.python
+            self.store, spec.bundle_hash, tenant, python=ensured.env.python
         )
         if bundle is None:  # a callback's, or one removed since: not a fault of the tenant's
             raise BundlePreparationError("its code bundle is still being prepared")
         label = str(try_number) if callback is None else callback.label
         work, log = self.workspace.attempt_paths(run.dag_id, run.run_id, task.task_id, label)
         where = Placement(
-            python=env.env.python,
-            bootstrap=self.workspace.runtime.bootstrap_for(env.env.cache_tag),
+            python=ensured.env.python,
+            bootstrap=self.workspace.runtime.bootstrap_for(ensured.env.cache_tag),
             sdk_dir=self.workspace.runtime.sdk_dir,
             bundle_dir=bundle,
             work_dir=work,
             log_path=log,
-            env_key=env.key,
+            env_key=ensured.key,
         )
         xcoms = {} if callback else self.store.tasks.xcoms(run.dag_id, run.run_id, task.upstream)
         context = self.context(run, spec, task, try_number)
@@ -760,7 +760,7 @@ class Scheduler:
             version=run.version,
             run_as=tenant.run_as if tenant else None,
             limits=capped(task.limits, tenant.limits) if tenant else None,
-            sandbox=self.sandbox(tenant, env.env.python),
+            sandbox=self.sandbox(tenant, ensured.env.python),
             log_max_bytes=self.config.settings.max_log_bytes,
             callback=(callback.target, callback.event) if callback else None,
         )

@@ -177,8 +177,9 @@ class VersionEnv:
 
 
 @dataclass(frozen=True)
-class EnvFor:
-    """The env of one DAG version: its key, and whether ``ensure`` had to build it."""
+class EnsuredEnv:
+    """What :meth:`EnvResolver.ensure` gives: a version's env (``.env``), its key, and
+    whether it had to be built."""
 
     key: str
     env: Env
@@ -289,7 +290,7 @@ class EnvResolver:
         store.version_envs.save(missing)
         return keys
 
-    def ensure(self, spec: DagSpec, *, repair: bool = False) -> EnvFor:
+    def ensure(self, spec: DagSpec, *, repair: bool = False) -> EnsuredEnv:
         """The spec's env (its lock and key from :meth:`derive`), built if missing.
 
         An existing env gets the quick check (sizes, modes, no extra files); with ``repair``
@@ -314,7 +315,7 @@ class EnvResolver:
             self._remove_damaged(key)
             env = self.cache.ensure(lock, interpreter)
             existed = False
-        return EnvFor(key=key, env=env, built=not existed)
+        return EnsuredEnv(key=key, env=env, built=not existed)
 
     def _remove_damaged(self, key: str) -> None:
         if not self.cache.remove(key):

@@ -87,8 +87,8 @@ def commit_snapshot(
             hit = resolver.cache.get(key) is not None
             around = nullcontext() if building is None or hit else building(dag.spec.dag_id, key)
             with around:
-                env = resolver.ensure(dag.spec)
-            keys[dag.spec.dag_id], built[dag.spec.dag_id] = env.key, env.built
+                ensured = resolver.ensure(dag.spec)
+            keys[dag.spec.dag_id], built[dag.spec.dag_id] = ensured.key, ensured.built
     results = []
     for dag in snapshot.dags:
         outcome = store.add_version(
