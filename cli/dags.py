@@ -19,7 +19,7 @@ from isolate.services.home import open_store
 
 if TYPE_CHECKING:
     from isolate.diff import SpecDiff
-    from isolate.model import Environment, TaskSpec
+    from isolate.model import Lockfile, TaskSpec
     from isolate.store import Store
 
 # A graph of a few hundred tasks renders in well under a second; this only stops a hang.
@@ -133,7 +133,7 @@ def show(
             + (" (exponential)" if retry.retry_exponential_backoff else ""),
         ),
         ("tags", ", ".join(spec.tags) or "-"),
-        ("lockfile", _lock_cell(spec.environment)),
+        ("lockfile", _lock_cell(spec.lockfile)),
         ("bundle", spec.bundle_hash),
     ]
     for name, value in fields:
@@ -155,13 +155,13 @@ def show(
     )
 
 
-def _lock_cell(env: Environment) -> str:
+def _lock_cell(lockfile: Lockfile) -> str:
     """The lockfile and its hash, or that the env has no packages (a folder with nothing to
     lock needs no lockfile: its lock is empty)."""
-    lines = (line.strip() for line in env.lock.splitlines())
+    lines = (line.strip() for line in lockfile.text.splitlines())
     if not any(line and not line.startswith("#") for line in lines):
         return "- (no packages: the env is the node's interpreter alone)"
-    return f"{env.lockfile} {env.lock_hash}"
+    return f"{lockfile.path} {lockfile.lock_hash}"
 
 
 @dags.command()
@@ -231,8 +231,8 @@ def _print_diff(changes: SpecDiff, old: int, new: int) -> None:
         click.echo(f"  + edge   {up} >> {down}")
     for up, down in changes.edges_removed:
         click.echo(f"  - edge   {up} >> {down}")
-    if changes.environment:
-        a, b = changes.environment
+    if changes.lock_hash:
+        a, b = changes.lock_hash
         click.echo(f"  ~ env    lock {short_hash(a)} -> {short_hash(b)}")
     if changes.bundle:
         a, b = changes.bundle

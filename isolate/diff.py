@@ -32,7 +32,8 @@ class SpecDiff:
     tasks_changed: dict[str, dict[str, Change]] = field(default_factory=dict)
     edges_added: list[tuple[str, str]] = field(default_factory=list)
     edges_removed: list[tuple[str, str]] = field(default_factory=list)
-    environment: Change | None = None
+    lock_hash: Change | None = None
+    """The lockfile's hash before and after (shown as the spec's ``environment``)."""
     bundle: Change | None = None
 
     @property
@@ -44,7 +45,7 @@ class SpecDiff:
             or self.tasks_changed
             or self.edges_added
             or self.edges_removed
-            or self.environment
+            or self.lock_hash
             or self.bundle
         )
 
@@ -60,7 +61,7 @@ class SpecDiff:
             },
             "edges_added": [list(e) for e in self.edges_added],
             "edges_removed": [list(e) for e in self.edges_removed],
-            "environment": _pair(self.environment),
+            "environment": _pair(self.lock_hash),
             "bundle": _pair(self.bundle),
         }
 
@@ -109,7 +110,7 @@ def diff_specs(old: DagSpec, new: DagSpec) -> SpecDiff:
         )
         if delta := _changes(before, after):
             changed[task_id] = delta
-    old_env, new_env = old.environment, new.environment
+    old_lock, new_lock = old.lockfile.lock_hash, new.lockfile.lock_hash
     return SpecDiff(
         dag_id=new.dag_id,
         dag_fields=dag_fields,
@@ -118,9 +119,7 @@ def diff_specs(old: DagSpec, new: DagSpec) -> SpecDiff:
         tasks_changed=changed,
         edges_added=sorted(new.edges() - old.edges()),
         edges_removed=sorted(old.edges() - new.edges()),
-        environment=(old_env.lock_hash, new_env.lock_hash)
-        if old_env.lock_hash != new_env.lock_hash
-        else None,
+        lock_hash=(old_lock, new_lock) if old_lock != new_lock else None,
         bundle=(old.bundle_hash, new.bundle_hash) if old.bundle_hash != new.bundle_hash else None,
     )
 

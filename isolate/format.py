@@ -24,8 +24,8 @@ from isolate.model import (
     Callbacks,
     DagSpec,
     Defaults,
-    Environment,
     Limits,
+    Lockfile,
     RetryOverrides,
     RetryPolicy,
     TaskSpec,
@@ -365,7 +365,7 @@ def _build(doc: dict[str, Any]) -> DagSpec:
             callbacks=Callbacks(**defaults["callbacks"]),
         ),
         tasks=tuple(_build_task(t) for t in doc["tasks"]),
-        environment=Environment(**doc["environment"]),
+        lockfile=Lockfile.from_document(doc["environment"]),
         bundle_hash=doc["bundle"]["hash"],
         **{name: doc.get(name, default) for name, default in LATER_DAG_FIELDS.items()},
     )

@@ -133,12 +133,20 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
-class Environment:
-    """The lockfile the version's env is built from: its name in the bundle, text and hash."""
+class Lockfile:
+    """The lockfile the version's env is built from: its path in the bundle, its text and
+    its hash (the format's ``environment`` section: ``lockfile``, ``lock``, ``lock_hash``)."""
 
-    lockfile: str
-    lock: str
+    path: str
+    text: str
     lock_hash: str
+
+    def to_document(self) -> dict[str, str]:
+        return {"lockfile": self.path, "lock": self.text, "lock_hash": self.lock_hash}
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, str]) -> Lockfile:
+        return cls(path=doc["lockfile"], text=doc["lock"], lock_hash=doc["lock_hash"])
 
 
 @dataclass(frozen=True)
@@ -159,7 +167,7 @@ class DagSpec:
     tags: tuple[str, ...]
     defaults: Defaults
     tasks: tuple[TaskSpec, ...]
-    environment: Environment
+    lockfile: Lockfile
     bundle_hash: str
     max_active_tasks: int = DEFAULT_MAX_ACTIVE_TASKS
 
@@ -199,7 +207,7 @@ class DagSpec:
                 "callbacks": _dataclass_dict(self.defaults.callbacks),
             },
             "tasks": [task_document(t) for t in self.tasks],
-            "environment": _dataclass_dict(self.environment),
+            "environment": self.lockfile.to_document(),
             "bundle": {"hash": self.bundle_hash},
         }
         doc.update(_unless_default(self, LATER_DAG_FIELDS))

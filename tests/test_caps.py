@@ -155,7 +155,7 @@ def new_version(spec_json: str, lock: bytes, bundle: bytes = b"bundle") -> NewVe
         spec_json=spec_json,
         bundle_hash=content_hash(bundle),
         bundle=bundle,
-        lock_hash=spec.environment.lock_hash,
+        lock_hash=spec.lockfile.lock_hash,
         lock=lock,
     )
 
@@ -185,7 +185,7 @@ def test_the_largest_lockfile_a_spec_holds_round_trips(store: Store, lock_at_cap
     assert stored.spec_json == spec_json
     assert stored.lock_hash == lock_digest(lock_at_cap)
     assert store.get_blob(stored.lock_hash) == lock
-    assert load_document(stored.spec_json).environment.lock == lock_at_cap
+    assert load_document(stored.spec_json).lockfile.text == lock_at_cap
 
 
 def test_an_xcom_at_the_cap_round_trips(store: Store) -> None:

@@ -47,7 +47,7 @@ def test_loads_every_dag_with_its_bundle_and_lock(make_folder) -> None:
     assert etl.spec.fileloc == "etl.py" and helpers.spec.fileloc == "more.py"
     assert etl.spec.bundle_hash == snap.bundle.hash
     assert etl.lock.startswith(b"six==1.16.0")
-    assert etl.spec.environment.lockfile == "requirements.txt"
+    assert etl.spec.lockfile.path == "requirements.txt"
     assert [t.callable for t in helpers.spec.tasks] == ["helpers.jobs:transform"] * 2
     assert json.loads(etl.canonical)["tasks"][1]["args"] == [{"$xcom": "extract"}]
     assert "helpers/jobs.py" in snap.bundle.files
@@ -193,7 +193,7 @@ def test_lockfile_problems(make_folder) -> None:
         },
         lock=None,
     )
-    assert load_folder(custom).dags[0].spec.environment.lock == "x"
+    assert load_folder(custom).dags[0].spec.lockfile.text == "x"
     (custom / "locks" / "etl.txt").unlink()  # a lockfile the DAG names must be there
     with pytest.raises(DagDefinitionError, match="lockfile 'locks/etl.txt' is not in the folder"):
         load_folder(custom)
@@ -201,10 +201,10 @@ def test_lockfile_problems(make_folder) -> None:
 
 def test_a_folder_with_nothing_to_lock_needs_no_lockfile(make_folder) -> None:
     (dag,) = load_folder(make_folder({"etl.py": ETL_DAG}, lock=None)).dags
-    env = dag.spec.environment
-    assert (env.lockfile, env.lock, dag.lock) == ("requirements.txt", "", b"")
+    lockfile = dag.spec.lockfile
+    assert (lockfile.path, lockfile.text, dag.lock) == ("requirements.txt", "", b"")
     empty_file = load_folder(make_folder({"etl.py": ETL_DAG}, lock="")).dags[0]
-    assert empty_file.spec.environment.lock_hash == env.lock_hash  # the same (empty) env
+    assert empty_file.spec.lockfile.lock_hash == lockfile.lock_hash  # the same (empty) env
 
 
 BROKEN_DAG = """

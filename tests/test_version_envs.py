@@ -274,7 +274,7 @@ def test_versions_pushed_before_0005_get_their_envs_when_first_needed(
                     spec_json=dag.canonical,
                     bundle_hash=snapshot.bundle.hash,
                     bundle=snapshot.bundle.data,
-                    lock_hash=dag.spec.environment.lock_hash,
+                    lock_hash=dag.spec.lockfile.lock_hash,
                     lock=dag.lock,
                 ),
                 pushed_by="alice",

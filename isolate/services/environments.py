@@ -75,10 +75,12 @@ def parse_lock(lockfile: str, text: str, *, allow_direct_references: bool) -> Lo
 
 def spec_lock(spec: DagSpec, config: Config) -> Lock:
     """The version's validated lock; problems become the DAG's validation error."""
-    env = spec.environment
+    lockfile = spec.lockfile
     try:
         lock = parse_lock(
-            env.lockfile, env.lock, allow_direct_references=config.settings.allow_direct_references
+            lockfile.path,
+            lockfile.text,
+            allow_direct_references=config.settings.allow_direct_references,
         )
         # Markers are evaluated for the interpreter the env will use: two entries of one
         # package that both apply there are an error now, not at build time.
@@ -213,9 +215,8 @@ class EnvResolver:
 
     def derive(self, spec: DagSpec) -> VersionEnv:
         """The spec's validated lock (see :func:`spec_lock`) and its env key, computed here."""
-        env = spec.environment
         # The file name too: it says how the text is parsed (pylock.toml or requirements).
-        at = (env.lockfile, env.lock_hash)
+        at = (spec.lockfile.path, spec.lockfile.lock_hash)
         if at not in self._derived:
             lock = spec_lock(spec, self.config)
             key = self.cache.key_for(lock, node_interpreter(self.config))
@@ -237,7 +238,7 @@ class EnvResolver:
 
     def keys(self, specs: Iterable[DagSpec]) -> dict[str, str]:
         """Env key per lock hash of ``specs``."""
-        return {spec.environment.lock_hash: self.key(spec) for spec in specs}
+        return {spec.lockfile.lock_hash: self.key(spec) for spec in specs}
 
     def for_version(
         self, store: Store, dag_id: str, version: int, spec: DagSpec | None = None
@@ -258,8 +259,8 @@ class EnvResolver:
                 store.version_envs.save([(dag_id, version, self.record(found))])
             self._versions[at] = found
         if spec is not None:
-            env = spec.environment
-            self._derived.setdefault((env.lockfile, env.lock_hash), self._versions[at])
+            lockfile = spec.lockfile
+            self._derived.setdefault((lockfile.path, lockfile.lock_hash), self._versions[at])
         return self._versions[at]
 
     def _stored(self, store: Store, dag_id: str, version: int) -> VersionEnv | None:

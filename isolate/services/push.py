@@ -98,7 +98,7 @@ def commit_snapshot(
                 spec_json=dag.canonical,
                 bundle_hash=snapshot.bundle.hash,
                 bundle=snapshot.bundle.data,
-                lock_hash=dag.spec.environment.lock_hash,
+                lock_hash=dag.spec.lockfile.lock_hash,
                 lock=dag.lock,
                 env=resolver.record(derived[dag.spec.dag_id]),
             ),

@@ -154,7 +154,7 @@ def decode_snapshot(specs: list[str], data: bytes, settings: Settings) -> Folder
         if spec.dag_id in seen:
             raise ProtocolError(f"dag {spec.dag_id} is sent twice")
         seen.add(spec.dag_id)
-        lock = spec.environment.lock.encode("utf-8")
+        lock = spec.lockfile.text.encode("utf-8")
         dags.append(
             LoadedDag(
                 spec=spec, canonical=canonical_json(spec), spec_hash=spec_hash(spec), lock=lock
