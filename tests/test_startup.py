@@ -14,7 +14,6 @@ import pytest
 
 from cli.main import COMMANDS, isolate
 from isolate.store import migrate, revision
-from isolate.store.schema import HEAD_REVISION
 
 HEAVY = ("sqlalchemy", "alembic", "jsonschema", "jinja2", "localexec.scheduler")
 
@@ -80,4 +79,4 @@ def test_the_command_table_says_what_each_command_says() -> None:
 
 
 def test_the_schema_check_knows_the_newest_migration() -> None:
-    assert migrate.head_revision() == HEAD_REVISION == revision.HEAD_REVISION
+    assert migrate.head_revision() == revision.HEAD_REVISION

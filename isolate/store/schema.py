@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from isolate.store.engine import database_errors
+from isolate.store.revision import HEAD_REVISION
 
-HEAD_REVISION = "0005"  # isolate/migrations/versions: the newest one's ``revision``
 _VERSION_TABLE = "alembic_version"  # where Alembic records the schema's revision
 
 
