@@ -221,7 +221,8 @@ def test_the_repository_tracks_nothing_it_ignores() -> None:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     tracked = subprocess.run(
-        ["git", "ls-files", "--cached", "--ignored", "--exclude-standard"],
+        # safe.directory: the checkout may belong to another user (the plain-user lane).
+        ["git", "-c", f"safe.directory={ROOT}", "ls-files", "-ci", "--exclude-standard"],
         cwd=ROOT,
         capture_output=True,
         text=True,

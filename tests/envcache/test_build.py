@@ -208,7 +208,7 @@ def test_an_inaccessible_interpreter_is_refused_before_building(
 ) -> None:
     private = dataclasses.replace(python311, path=str(tmp_path / "python3.11"))
     (tmp_path / "python3.11").write_bytes(b"")
-    cache = make_cache()
+    cache = make_cache(shared=True)  # a node's: its envs are run by other users
     with pytest.raises(EnvCacheError, match="cannot be used by the unprivileged users"):
         cache.ensure(parse_requirements(wheelhouse.lock("tinylib==1.0")), private)
     assert not cache.root.exists()
