@@ -63,12 +63,13 @@ def copy_log(
 ) -> None:
     """Copy what the log holds to ``write``; with ``writing``, keep copying while it says the
     try is still writing, then once more for the footer."""
-    while True:
-        _copy_available(handle, write)
-        if writing is None or not writing():
-            _copy_available(handle, write)
-            return
+    _copy_available(handle, write)
+    if writing is None:
+        return
+    while writing():
         sleep(FOLLOW_POLL)
+        _copy_available(handle, write)
+    _copy_available(handle, write)
 
 
 def _copy_available(handle: BinaryIO, write: Callable[[bytes], None]) -> None:

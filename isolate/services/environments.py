@@ -16,7 +16,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -235,10 +235,6 @@ class EnvResolver:
 
     def key(self, spec: DagSpec) -> str:
         return self.derive(spec).key
-
-    def keys(self, specs: Iterable[DagSpec]) -> dict[str, str]:
-        """Env key per lock hash of ``specs``."""
-        return {spec.lockfile.lock_hash: self.key(spec) for spec in specs}
 
     def for_version(
         self, store: Store, dag_id: str, version: int, spec: DagSpec | None = None
